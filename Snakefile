@@ -1,0 +1,22 @@
+# Pre-training science as one DAG: Wu et al. 2022 synthetic tasks, Liu et al. 2023 PCFGs, T0,
+# Primer and HINT. This file is the table of contents; rules live in workflow/rules/.
+#
+#   snakemake --cores 2                 the headline target on config.yaml
+#   snakemake corpora --cores 2         every synthetic pre-training corpus in the config
+#   snakemake -n <target>               the plan
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.corpora.input,

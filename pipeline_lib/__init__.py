@@ -1,0 +1,1 @@
+"""Pre-training science pipeline: all logic behind the Snakemake workflow (importable, tested)."""

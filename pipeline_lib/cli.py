@@ -1,0 +1,130 @@
+"""`python -m pipeline_lib <verb> ...`: the one entry point the Snakemake rules call.
+
+Every verb validates its config first (same schema and checks as Snakemake), so bad input
+fails with one message naming the key before any compute is spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline_lib.config import ConfigError, load_config, validate_config
+
+
+def _config_from_args(args) -> dict:
+    if getattr(args, "spec", None):
+        try:
+            cfg = json.loads(args.spec)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--spec: not valid JSON ({e.msg} at column {e.colno})") from None
+        return validate_config(cfg, source="--spec")
+    if getattr(args, "config", None):
+        return load_config(args.config)
+    raise ConfigError("give --config FILE (or --spec JSON)")
+
+
+def cmd_validate_config(args) -> int:
+    cfg = load_config(args.config)
+    print(f"{args.config}: OK ({len(cfg['corpora']['tasks'])} corpora)")
+    return 0
+
+
+def cmd_corpus(args) -> int:
+    from pipeline_lib.data.corpus import build_corpus
+    from pipeline_lib.data.layout_config import corpus_spec, layout_from_config
+
+    cfg = _config_from_args(args)
+    task = args.task or (cfg["corpora"]["tasks"][0] if len(cfg["corpora"]["tasks"]) == 1 else None)
+    if task is None:
+        raise ConfigError("--task: name the corpus to build (the config lists several)")
+    if task not in cfg["corpora"]["tasks"]:
+        allowed = ", ".join(cfg["corpora"]["tasks"])
+        raise ConfigError(f"--task: {task!r} is not in corpora.tasks; allowed: {allowed}")
+    layout = layout_from_config(cfg, cache_dir=args.cache_dir)
+    meta = build_corpus(corpus_spec(cfg, task), layout, Path(args.out), workers=args.workers)
+    counts = {s: v["counts"] for s, v in meta["sources"].items()}
+    logging.getLogger("pipeline_lib").info("%s written to %s: %s", task, args.out, counts)
+    return 0
+
+
+def cmd_corpus_check(args) -> int:
+    from pipeline_lib.data import store
+
+    store.verify_checksums(Path(args.dir))
+    meta = store.read_meta(Path(args.dir))
+    for source, info in meta["sources"].items():
+        print(f"{source}: {info['counts']}")
+    return 0
+
+
+def cmd_seqio_peek(args) -> int:
+    from pipeline_lib.data.seqio_tasks import peek
+
+    for row in peek(Path(args.dir), args.split, args.n):
+        print(json.dumps(row))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline_lib",
+        description="Pre-training science pipeline: the verbs the Snakemake rules call.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("validate-config", help="validate a config file against the schema")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.set_defaults(func=cmd_validate_config)
+
+    p = sub.add_parser(
+        "corpus",
+        help="generate one synthetic pre-training corpus (dedup, train/valid split, write)",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--task", help="corpus id (e.g. identity, lime); default: the only one")
+    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--workers", type=int, default=1, help="processes (does not change data)")
+    p.add_argument("--cache-dir", default="results/cache", help="where gs:// files are cached")
+    p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("corpus-check", help="verify a corpus directory's checksums and counts")
+    p.add_argument("dir", help="corpus directory (with meta.json)")
+    p.set_defaults(func=cmd_corpus_check)
+
+    p = sub.add_parser("seqio-peek", help="print examples of a corpus through its seqio Task")
+    p.add_argument("dir", help="corpus directory (with meta.json)")
+    p.add_argument("--split", default="validation", choices=["train", "validation"])
+    p.add_argument("--n", type=int, default=3)
+    p.set_defaults(func=cmd_seqio_peek)
+
+    try:
+        from pipeline_lib.pcfg.cli import register_cli
+    except ImportError:
+        pass
+    else:
+        register_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
