@@ -93,6 +93,13 @@ def _semantic_checks(cfg: dict) -> None:
             f"examples, fewer than train_examples + valid_examples = {needed}; allowed: "
             f">= {needed / corpora['train_examples']:.4f}"
         )
+    for section in ("lime", "nonsense_summary", "nesting_language"):
+        for key, value in corpora[section].items():
+            if key.endswith("_range") and value[0] > value[1]:
+                raise ConfigError(
+                    f"corpora.{section}.{key}: min {value[0]} is above max {value[1]}; "
+                    "allowed: [min, max] with min <= max"
+                )
     vocab = cfg["vocab"]
     if vocab["layout"] == "paper" and not vocab.get("spm_model"):
         needs = [t for t in corpora["tasks"] if t in ("count", "length", "nonsense_summary")]
@@ -108,6 +115,12 @@ def _semantic_checks(cfg: dict) -> None:
             raise ConfigError(
                 f"vocab.data_vocab_size: {d} is too small for set operations of length {hi}; "
                 f"allowed: >= {hi // 2}"
+            )
+        pairs = corpora["nesting_language"]["num_pairs"]
+        if "nesting_language" in corpora["tasks"] and pairs is not None and d < 2 * pairs:
+            raise ConfigError(
+                f"vocab.data_vocab_size: {d} cannot hold the {2 * pairs} symbols of "
+                f"corpora.nesting_language.num_pairs = {pairs}; allowed: >= {2 * pairs}"
             )
         if "lime" in corpora["tasks"]:
             lime = corpora["lime"]

@@ -108,3 +108,44 @@ def test_failed_build_leaves_previous_output_untouched(tmp_path, monkeypatch):
         build_corpus(_spec("reverse", seed=99), LAYOUT, out)
     assert _files(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["c"]  # no temporary directory left behind
+
+
+def test_sigkill_mid_generation_leaves_no_output(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = {
+        "seed": 0,
+        "vocab": {"layout": "laptop", "data_vocab_size": 512},
+        "corpora": {"tasks": ["union"], "train_examples": 3_000_000, "valid_examples": 10,
+                    "length_range": [10, 220]},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "union"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_lib", "corpus", "--config", str(tmp_path / "c.yaml"),
+         "--out", str(out)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    # wait until generation has started (first progress line), then kill hard
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if "block" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    leftovers = list(tmp_path.glob(".union.*.tmp"))
+    assert leftovers  # the killed job's scratch, hidden and never mistaken for the output
+    # the next attempt cleans the scratch up and writes the real output
+    from pipeline_lib.data.corpus import CorpusSpec, build_corpus
+
+    spec = CorpusSpec(task="union", seed=0, train_examples=50, valid_examples=5,
+                      generate_factor=1.2, length_range=(10, 40), block_size=64, params={})
+    build_corpus(spec, LAYOUT, out)
+    assert out.exists() and not list(tmp_path.glob(".union.*.tmp"))

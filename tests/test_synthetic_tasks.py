@@ -176,3 +176,19 @@ def test_negative_queries_never_string_match(seed):
     seq, query = query_sequence(np.random.default_rng(seed), 200, spec, p_positive=0.0)
     for s, q in zip(seq.to_rows(), query.to_rows()):
         assert str(q)[1:-1] not in str(s)
+
+
+def test_random_subset_mask_is_uniform_k_subset():
+    from pipeline_lib.data.synthetic_samplers import _random_subset_mask
+
+    n = 40000
+    lengths = np.full(n, 4)
+    k = np.full(n, 2)
+    mask = _random_subset_mask(np.random.default_rng(0), lengths, k).reshape(n, 4)
+    assert (mask.sum(axis=1) == 2).all()
+    codes = mask @ np.array([8, 4, 2, 1])
+    counts = np.unique(codes, return_counts=True)[1]
+    assert counts.size == 6  # C(4,2) subsets, each about n/6 times
+    assert np.all(np.abs(counts - n / 6) < 4 * np.sqrt(n / 6))
+    ragged = _random_subset_mask(np.random.default_rng(1), np.array([3, 0, 5]), np.array([3, 0, 0]))
+    assert ragged.tolist() == [True] * 3 + [False] * 5

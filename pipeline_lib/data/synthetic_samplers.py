@@ -155,15 +155,33 @@ def words_sequence(rng, n: int, spec: SamplerSpec) -> tuple[Ragged]:
 
 # --- binary samplers --------------------------------------------------------------------------
 def count_sequence(rng, n: int, spec: SamplerSpec) -> tuple[Ragged, Ragged]:
-    """seq_len ~ U[min-2, max-2]; k ~ U[0, seq_len] copies of a query token + random, shuffled."""
+    """seq_len ~ U[min-2, max-2]; k ~ U[0, seq_len] copies of a query token + random, shuffled.
+
+    Shuffling k copies of q among seq_len - k iid uniform tokens places q on a uniformly random
+    k-subset of the positions, with iid uniform tokens elsewhere; the subset is drawn by
+    selection sampling (Knuth's Algorithm S), vectorised over rows, instead of a permutation.
+    """
     seq_len = _randint(rng, np.full(n, spec.min_len - 2), spec.max_len - 2)
     query = rng.integers(spec.lo, spec.hi, n)
     k = _randint(rng, np.zeros(n, np.int64), seq_len)
     seq = _tokens(rng, spec, seq_len)
-    # the first k slots of each row hold the query; the shuffle then spreads them
-    is_query = seq.positions() < np.repeat(k, seq_len)
+    is_query = _random_subset_mask(rng, seq_len, k)
     seq.values[is_query] = np.repeat(query, seq_len)[is_query]
-    return seq.permute_within_rows(rng), Ragged.singletons(query)
+    return seq, Ragged.singletons(query)
+
+
+def _random_subset_mask(rng, lengths: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Per row, a uniform random k-subset of its positions, as a flat mask (Algorithm S)."""
+    width = int(lengths.max(initial=0))
+    u = rng.random((width, lengths.size))  # position-major: each step reads contiguous memory
+    need = k.astype(np.float64)
+    chosen = np.zeros((width, lengths.size), bool)
+    for i in range(width):
+        remaining = lengths - i  # positions left in the row, this one included
+        take = (remaining > 0) & (u[i] * np.maximum(remaining, 1) < need)
+        chosen[i] = take
+        need = need - take
+    return chosen.T[np.arange(width)[None, :] < lengths[:, None]]
 
 
 def _query_structure(rng, m: int, spec: SamplerSpec, p_positive: float) -> dict[str, np.ndarray]:

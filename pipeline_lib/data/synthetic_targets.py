@@ -205,12 +205,23 @@ def sort(seq: Ragged, order: Ragged, layout: VocabLayout) -> Ragged:
     uniq_keys = rows[keep] * span + tokens_sorted[keep]
     uniq_pos = by_token[keep]
     # 2. look every seq token up, then sort each seq row stably by that position
-    seq_key = seq.row_ids() * span + seq.values.astype(np.int64)
+    # Look the seq tokens up in row-major token order: sorted needles make searchsorted
+    # cache-friendly (several times faster than looking them up in sequence order).
+    padded_seq, seq_by_token = stable_rank_order(seq, fill=int(span))
+    width = padded_seq.shape[1]
+    seq_valid = seq.valid_mask(width)
+    seq_rows = np.broadcast_to(np.arange(seq.n)[:, None], seq_valid.shape)
+    seq_sorted = np.take_along_axis(padded_seq, seq_by_token, axis=1).astype(np.int64)
+    seq_key = seq_rows[seq_valid] * span + seq_sorted[seq_valid]
     at = np.searchsorted(uniq_keys, seq_key)
     at_clipped = np.minimum(at, max(uniq_keys.size - 1, 0))
     if uniq_keys.size == 0 or (uniq_keys[at_clipped] != seq_key).any():
         raise ValueError("sort: a token of the sequence does not occur in the order argument")
-    rank = Ragged(uniq_pos[at], seq.offsets)
+    rank_by_token = np.zeros(seq_valid.shape, np.int64)
+    rank_by_token[seq_valid] = uniq_pos[at]
+    rank_padded = np.zeros(seq_valid.shape, np.int64)
+    np.put_along_axis(rank_padded, seq_by_token, rank_by_token, axis=1)
+    rank = Ragged(rank_padded[seq_valid], seq.offsets)
     padded_vals = seq.to_padded(fill=0)
     _, perm = stable_rank_order(rank, fill=int(rank.values.max(initial=0)) + 1)
     sorted_vals = np.take_along_axis(padded_vals, perm, axis=1)

@@ -230,8 +230,10 @@ def _load_spm(path: str):
     import sentencepiece as spm  # only the paper layout with a tokenizer needs it
 
     proc = spm.SentencePieceProcessor()
-    if not proc.Load(path):
-        raise VocabError(f"vocab.spm_model: cannot load SentencePiece model {path}")
+    try:
+        proc.Load(path)
+    except (RuntimeError, OSError) as e:
+        raise VocabError(f"vocab.spm_model: cannot load SentencePiece model {path}: {e}") from None
     return proc
 
 
