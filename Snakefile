@@ -3,6 +3,7 @@
 #
 #   snakemake --cores 2                 the headline target on config.yaml
 #   snakemake corpora --cores 2         every synthetic pre-training corpus in the config
+#   snakemake pcfg_data --cores 2       PCFG grammar, MLM data, tasks A/B/C, optimal loss
 #   snakemake -n <target>               the plan
 
 
@@ -14,9 +15,11 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pcfg.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.corpora.input,
+        rules.pcfg_data.input,

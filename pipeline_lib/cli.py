@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # JAX's persistent compilation cache, shared by every job of the workflow (the working
+    # directory is the workflow's); set before anything imports jax. An explicit setting wins.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("results/cache/jax").resolve()))
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

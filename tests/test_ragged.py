@@ -21,6 +21,8 @@ def test_take_mask_reverse(rows, data):
     r = Ragged.from_rows(rows)
     idx = data.draw(st.lists(st.integers(0, max(len(rows) - 1, 0)), max_size=10)) if rows else []
     assert r.take(np.array(idx, np.int64)).to_rows() == [rows[i] for i in idx]
+    inc = sorted(set(idx))
+    assert r.take_sorted(np.array(inc, np.int64)).to_rows() == [rows[i] for i in inc]
     keep = np.array([v % 2 == 0 for x in rows for v in x], bool)
     assert r.mask(keep).to_rows() == [[v for v in x if v % 2 == 0] for x in rows]
     assert r.reverse_rows().to_rows() == [x[::-1] for x in rows]
@@ -69,6 +71,6 @@ def test_first_occurrences_survives_hash_collisions(monkeypatch):
     # Force every row into one hash bucket: the exact comparison must still tell rows apart.
     from pipeline_lib.data import ragged
 
-    monkeypatch.setattr(ragged, "row_hashes", lambda r: np.zeros((r.n, 2), np.uint64))
+    monkeypatch.setattr(ragged, "row_hashes", lambda r: np.zeros(r.n, np.uint64))
     rows = [[1, 2], [2, 1], [1, 2], [], [3], [], [2, 1]]
     assert ragged.first_occurrences(Ragged.from_rows(rows)).tolist() == [0, 1, 3, 4]

@@ -44,3 +44,19 @@ def test_seqio_get_dataset_matches_native_loader(tmp_path):
             assert ex["inputs"].tolist() == inputs.row(i).tolist() + [layout.eos_id]
             assert ex["targets"].tolist() == targets.row(i).tolist() + [layout.eos_id]
             assert ex["inputs"].dtype == np.int32
+
+
+def test_lime_registers_three_tasks_and_an_equal_rate_mixture(tmp_path):
+    from pipeline_lib.data.seqio_tasks import register_corpus
+
+    layout = laptop_layout(64)
+    spec = CorpusSpec(task="lime", seed=1, train_examples=20, valid_examples=5,
+                      generate_factor=1.2, length_range=(4, 12), block_size=64,
+                      params={"num_upper": 6, "num_lower": 6, "num_math": 6})
+    build_corpus(spec, layout, tmp_path / "lime")
+    names = register_corpus(tmp_path / "lime")
+    assert names[-1] == "wu2022_lime"
+    assert sorted(names[:3]) == ["wu2022_lime_abduct", "wu2022_lime_deduct", "wu2022_lime_induct"]
+    mixture = seqio.get_mixture_or_task("wu2022_lime")
+    assert sorted(t.name for t in mixture.tasks) == sorted(names[:3])
+    assert len({mixture.get_rate(t) for t in mixture.tasks}) == 1

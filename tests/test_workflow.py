@@ -87,3 +87,24 @@ def test_end_to_end_corpora_run_is_resumable_and_deterministic(tmp_path):
     # a different seed changes the plan (params rerun trigger): every corpus is regenerated
     plan = snakemake("corpora", "-n", "--config", "seed=4", *common).stdout
     assert "corpus 6" in " ".join(plan.split()), plan
+
+
+@pytest.mark.slow
+def test_end_to_end_pcfg_data(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(TINY, work / "config.yaml")
+    common = ["--configfile", str(work / "config.yaml"), "--directory", str(work), "--cores", "2"]
+    snakemake("pcfg_data", *common)
+    root = work / "results" / "pcfg" / "generated_seed0"
+    for product in ["grammar", "pretrain", "downstream/A", "downstream/B", "downstream/C",
+                    "optimal_loss"]:
+        assert (root / product / "meta.json").exists(), product
+    for product in ["pretrain", "downstream/A", "optimal_loss"]:
+        assert (root / product / "sample.jsonl").exists(), product
+    assert (root / "downstream" / "B" / "train.csv").read_text().startswith("text,label\n")
+    import json
+
+    metrics = json.loads((root / "optimal_loss" / "metrics.json").read_text())
+    assert 0 < metrics["expected_cross_entropy_per_token"] < 3  # log(12 terminals) ~ 2.5
+    assert "Nothing to be done" in snakemake("pcfg_data", "-n", *common).stdout

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline_lib.data import store
-from pipeline_lib.data.ragged import Ragged, first_occurrences, stack
+from pipeline_lib.data.ragged import Ragged, first_occurrences, row_hashes, stack
 from pipeline_lib.data.synthetic import SIMPLE_TASKS, generate_simple
 from pipeline_lib.data.vocab import VocabLayout
 
@@ -91,17 +91,29 @@ _WORKER: dict = {}
 
 
 def _init_worker(source: str, spec: CorpusSpec, layout: VocabLayout) -> None:
-    _WORKER.update(source=source, spec=spec, layout=layout, gen=_generator(source, spec))
+    _WORKER.update(
+        source=source,
+        spec=spec,
+        layout=layout,
+        gen=_generator(source, spec),
+        dtype=store.token_dtype(layout.model_vocab_size),
+    )
 
 
-def _make_block(args: tuple[int, int]) -> tuple[Ragged, Ragged]:
+def _make_block(args: tuple[int, int]) -> tuple[Ragged, Ragged, np.ndarray]:
+    """One block: (inputs, targets) in the storage dtype, and the inputs' row hashes.
+
+    Hashing and the dtype conversion happen here, in the worker, so the parent process only
+    concatenates and deduplicates (and receives a quarter of the bytes of int64 arrays).
+    """
     block, n = args
     w = _WORKER
     rng = block_rng(w["spec"].seed, w["source"], block)
     inputs, targets = w["gen"](rng, n, w["layout"])
     if inputs.n != n or targets.n != n:
         raise RuntimeError(f"{w['source']}: generator returned {inputs.n} examples, asked {n}")
-    return inputs, targets
+    inputs, targets = inputs.astype(w["dtype"]), targets.astype(w["dtype"])
+    return inputs, targets, row_hashes(inputs)
 
 
 def _generate(source, spec, layout, first_block, n_blocks, total, workers):
@@ -144,12 +156,14 @@ def build_source(source: str, spec: CorpusSpec, layout: VocabLayout, workers: in
     total = max(needed, int(spec.train_examples * spec.generate_factor))
     n_blocks = math.ceil(total / spec.block_size)
     t0 = time.perf_counter()
-    blocks = _generate(source, spec, layout, 0, n_blocks, total, workers)
-    inputs = stack([b[0] for b in blocks])
-    targets = stack([b[1] for b in blocks])
-    keep = first_occurrences(inputs)
     rounds = 0
-    while keep.size < needed:
+    blocks = _generate(source, spec, layout, 0, n_blocks, total, workers)
+    while True:
+        inputs = stack([b[0] for b in blocks])
+        hashes = np.concatenate([b[2] for b in blocks])
+        keep = first_occurrences(inputs, hashes)
+        if keep.size >= needed:
+            break
         # Too many duplicates (tiny vocabularies / lengths): add blocks of the same stream.
         rounds += 1
         if rounds > MAX_TOPUP_ROUNDS:
@@ -160,24 +174,23 @@ def build_source(source: str, spec: CorpusSpec, layout: VocabLayout, workers: in
         extra_blocks = max(1, math.ceil((needed - keep.size) * 2 / spec.block_size))
         first = n_blocks
         n_blocks += extra_blocks
-        new_total = n_blocks * spec.block_size
-        more = _generate(source, spec, layout, first, extra_blocks, new_total, workers)
-        inputs = stack([inputs] + [b[0] for b in more])
-        targets = stack([targets] + [b[1] for b in more])
-        keep = first_occurrences(inputs)
+        blocks += _generate(
+            source, spec, layout, first, extra_blocks, n_blocks * spec.block_size, workers
+        )
+    targets = stack([b[1] for b in blocks])
+    del blocks
     generated = inputs.n
-    inputs, targets = inputs.take(keep), targets.take(keep)
-    train_idx = np.arange(spec.train_examples)
-    valid_idx = np.arange(inputs.n - spec.valid_examples, inputs.n)
+    # train = the first `train` distinct examples, valid = the last `valid` (disjoint)
+    train_rows, valid_rows = keep[: spec.train_examples], keep[keep.size - spec.valid_examples :]
     elapsed = time.perf_counter() - t0
     log.info(
         "%s: %d generated, %d distinct, %d train / %d valid (%.1fs, %.0f examples/s)",
-        source, generated, inputs.n, spec.train_examples, spec.valid_examples, elapsed,
+        source, generated, keep.size, spec.train_examples, spec.valid_examples, elapsed,
         generated / max(elapsed, 1e-9),
     )
     return SourceSplits(
-        train=(inputs.take(train_idx), targets.take(train_idx)),
-        valid=(inputs.take(valid_idx), targets.take(valid_idx)),
+        train=(inputs.take_sorted(train_rows), targets.take_sorted(train_rows)),
+        valid=(inputs.take_sorted(valid_rows), targets.take_sorted(valid_rows)),
         generated=generated,
         distinct=int(keep.size),
     )

@@ -101,6 +101,16 @@ class Ragged:
         out.values[:] = self.values[src]
         return out
 
+    def take_sorted(self, rows: np.ndarray) -> Ragged:
+        """Rows with strictly increasing indices: a boolean mask, cheaper than a gather."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size > 1 and not (np.diff(rows) > 0).all():
+            raise ValueError("take_sorted needs strictly increasing row indices")
+        keep_row = np.zeros(self.n, bool)
+        keep_row[rows] = True
+        values = self.values[np.repeat(keep_row, self.lengths)]
+        return Ragged.from_lengths(values, self.lengths[rows])
+
     def mask(self, keep: np.ndarray) -> Ragged:
         """Keep the values where `keep` (one bool per value) is true; rows may become empty."""
         kept_per_row = np.bincount(self.row_ids()[keep], minlength=self.n)
@@ -170,52 +180,47 @@ def stack(parts: Sequence[Ragged]) -> Ragged:
     return Ragged.from_lengths(values, lengths)
 
 
-_HASH_MULTIPLIERS = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
-
-
 def row_hashes(r: Ragged) -> np.ndarray:
-    """Two independent 64-bit polynomial hashes per row, shape [n, 2] (uint64, wrapping).
+    """A 64-bit hash per row (uint64, wrapping arithmetic): sum of mixed (value, position).
 
     Used only to find candidate duplicate rows quickly; `first_occurrences` confirms every
-    candidate by comparing the rows themselves, so a hash collision can never merge two rows.
+    candidate by comparing the rows themselves, so a hash collision never merges two rows.
     """
-    out = np.zeros((r.n, 2), np.uint64)
+    out = np.zeros(r.n, np.uint64)
+    nonempty = r.lengths > 0
     if r.values.size == 0:
         return out
-    pos = r.positions().astype(np.uint64)
-    vals = r.values.astype(np.uint64) + np.uint64(1)
-    nonempty = r.lengths > 0
     with np.errstate(over="ignore"):
-        for k, mult in enumerate(_HASH_MULTIPLIERS):
-            # mix position and value, then sum per row: the mixing makes the sum order-sensitive.
-            mixed = (vals * mult) ^ (pos * np.uint64(0xFF51AFD7ED558CCD) + np.uint64(k + 1))
-            mixed ^= mixed >> np.uint64(33)
-            mixed *= np.uint64(0xC4CEB9FE1A85EC53)
-            mixed ^= mixed >> np.uint64(29)
-            sums = np.add.reduceat(mixed, r.starts[nonempty]) if nonempty.any() else mixed[:0]
-            out[nonempty, k] = sums
-    out[:, 0] ^= r.lengths.astype(np.uint64) * np.uint64(0x100000001B3)
+        mixed = r.values.astype(np.uint64) + np.uint64(1)
+        mixed *= np.uint64(0x9E3779B97F4A7C15)
+        mixed ^= r.positions().astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+        mixed ^= mixed >> np.uint64(31)
+        out[nonempty] = np.add.reduceat(mixed, r.starts[nonempty])
+        out ^= r.lengths.astype(np.uint64) * np.uint64(0x100000001B3)
     return out
 
 
-def first_occurrences(r: Ragged) -> np.ndarray:
-    """Sorted indices of the rows that are the first occurrence of their content (exact)."""
+def first_occurrences(r: Ragged, hashes: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of the rows that are the first occurrence of their content (exact).
+
+    `hashes` (one uint64 per row, e.g. computed per block in worker processes) may be given;
+    equal hashes are only candidates and are confirmed by comparing the rows.
+    """
     if r.n == 0:
         return np.zeros(0, np.int64)
-    h = row_hashes(r)
-    order = np.lexsort((np.arange(r.n), h[:, 1], h[:, 0]))
+    h = row_hashes(r) if hashes is None else np.asarray(hashes, np.uint64)
+    order = np.argsort(h, kind="stable")  # equal hashes keep increasing row order
     hs = h[order]
     same_as_prev = np.zeros(r.n, bool)
-    same_as_prev[1:] = (hs[1:] == hs[:-1]).all(axis=1)
+    same_as_prev[1:] = hs[1:] == hs[:-1]
     keep = np.ones(r.n, bool)
-    # Candidates: a row whose hash equals the previous row's in hash order. Confirm exactly.
     candidates = np.nonzero(same_as_prev)[0]
     if candidates.size:
         group_start = np.maximum.accumulate(np.where(same_as_prev, 0, np.arange(r.n)))
         for pos in candidates:
             row = order[pos]
             content = r.row(row)
-            # compare with every earlier member of the hash group (almost always just one)
+            # compare with every earlier kept member of the hash group (almost always one)
             for prev_pos in range(group_start[pos], pos):
                 prev = order[prev_pos]
                 if keep[prev] and np.array_equal(r.row(prev), content):

@@ -1,5 +1,6 @@
 # Shared helpers: config validation, wildcard constraints, params functions.
 import json
+from pathlib import Path
 
 from pipeline_lib.config import ConfigError, validate_config
 
@@ -35,3 +36,49 @@ def corpus_spec_json(wildcards):
     return json.dumps(
         {"seed": config["seed"], "vocab": config["vocab"], "corpora": spec}, sort_keys=True
     )
+
+
+PCFG = config["pcfg"]
+PCFG_TASKS = PCFG["downstream"]["tasks"]
+
+
+def pcfg_grammar_id():
+    """Results key of the grammar: the file's stem, or generated_seed<N>."""
+    if PCFG["grammar"]:
+        return Path(PCFG["grammar"]).name.split(".")[0]
+    return f"generated_seed{PCFG['generate']['seed']}"
+
+
+PCFG_GRAMMAR = pcfg_grammar_id()
+
+
+wildcard_constraints:
+    grammar=PCFG_GRAMMAR,
+    pcfg_task="|".join(PCFG_TASKS),
+
+
+def _pcfg_spec(*sections):
+    return json.dumps({s: PCFG[s] for s in sections}, sort_keys=True)
+
+
+# Each PCFG rule gets only the config sections it reads, so the params rerun trigger
+# regenerates exactly what a config change affects.
+def pcfg_grammar_spec(wildcards):
+    return _pcfg_spec("grammar", "grammar_format", "allow_unreachable", "generate")
+
+
+def pcfg_pretrain_spec(wildcards):
+    return _pcfg_spec("sample", "mlm")
+
+
+def pcfg_downstream_spec(wildcards):
+    return _pcfg_spec("downstream", "mlm", "chart")
+
+
+def pcfg_optimal_loss_spec(wildcards):
+    return _pcfg_spec("optimal_loss", "sample", "mlm", "chart")
+
+
+def pcfg_grammar_input(wildcards):
+    """The configured grammar file (so editing it reruns the grammar rule), or nothing."""
+    return [PCFG["grammar"]] if PCFG["grammar"] else []

@@ -1,0 +1,102 @@
+# PCFG data stage (Liu, Xie, Li & Ma 2023): grammar -> pre-training sentences + MLM
+# instances, downstream tasks A/B/C, exact optimal MLM loss.
+
+
+rule pcfg_grammar:
+    input:
+        pcfg_grammar_input,
+    output:
+        directory("results/pcfg/{grammar}/grammar"),
+    log:
+        "results/logs/pcfg/{grammar}/grammar.log",
+    benchmark:
+        "results/benchmarks/pcfg/{grammar}/grammar.tsv"
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        spec=pcfg_grammar_spec,
+    shell:
+        "python -m pipeline_lib pcfg build-grammar --spec {params.spec:q} --out {output}"
+        " 2> {log}"
+
+
+rule pcfg_pretrain:
+    input:
+        grammar="results/pcfg/{grammar}/grammar",
+    output:
+        directory("results/pcfg/{grammar}/pretrain"),
+    log:
+        "results/logs/pcfg/{grammar}/pretrain.log",
+    benchmark:
+        "results/benchmarks/pcfg/{grammar}/pretrain.tsv"
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        spec=pcfg_pretrain_spec,
+    shell:
+        "python -m pipeline_lib pcfg build-pretrain --spec {params.spec:q}"
+        " --grammar {input.grammar} --out {output} 2> {log}"
+
+
+rule pcfg_downstream:
+    input:
+        grammar="results/pcfg/{grammar}/grammar",
+    output:
+        directory("results/pcfg/{grammar}/downstream/{pcfg_task}"),
+    log:
+        "results/logs/pcfg/{grammar}/downstream/{pcfg_task}.log",
+    benchmark:
+        "results/benchmarks/pcfg/{grammar}/downstream/{pcfg_task}.tsv"
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        spec=pcfg_downstream_spec,
+    shell:
+        "python -m pipeline_lib pcfg build-downstream --spec {params.spec:q}"
+        " --grammar {input.grammar} --task {wildcards.pcfg_task} --out {output} 2> {log}"
+
+
+rule pcfg_optimal_loss:
+    input:
+        grammar="results/pcfg/{grammar}/grammar",
+    output:
+        directory("results/pcfg/{grammar}/optimal_loss"),
+    log:
+        "results/logs/pcfg/{grammar}/optimal_loss.log",
+    benchmark:
+        "results/benchmarks/pcfg/{grammar}/optimal_loss.tsv"
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        spec=pcfg_optimal_loss_spec,
+    shell:
+        "python -m pipeline_lib pcfg build-optimal-loss --spec {params.spec:q}"
+        " --grammar {input.grammar} --out {output} 2> {log}"
+
+
+rule pcfg_data:
+    input:
+        expand("results/pcfg/{grammar}/pretrain", grammar=PCFG_GRAMMAR),
+        expand(
+            "results/pcfg/{grammar}/downstream/{pcfg_task}",
+            grammar=PCFG_GRAMMAR,
+            pcfg_task=PCFG_TASKS,
+        ),
+        expand("results/pcfg/{grammar}/optimal_loss", grammar=PCFG_GRAMMAR),
+    localrule: True
