@@ -15,15 +15,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# Rules call `python -m pipeline_lib`: the venv's python must come first on PATH (what
+# `. .venv/bin/activate` does by hand).
+export PATH := $(abspath $(BIN)):$(PATH)
+
 run: setup  ## headline target on config.yaml
-	$(BIN)/snakemake --cores $(CORES)
+	snakemake --cores $(CORES)
 
 test: setup  ## the whole test suite (includes snakemake --lint and snakefmt --check)
-	$(BIN)/python -m pytest
+	python -m pytest
 
 lint: setup
-	$(BIN)/snakemake --lint
-	$(BIN)/snakefmt --check Snakefile workflow/rules
+	snakemake --lint
+	snakefmt --check Snakefile workflow/rules
 
 clean-results:
 	rm -rf results .snakemake

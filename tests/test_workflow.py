@@ -1,6 +1,7 @@
 """The Snakemake workflow itself: lint, format, plan, end-to-end run, no-op rerun, forcerun."""
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,9 @@ BIN = Path(sys.executable).parent
 
 def snakemake(*args, cwd=REPO, check=True):
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    # the rules call `python -m pipeline_lib`: this interpreter's environment must come first
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -58,12 +61,19 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.slow
-def test_end_to_end_corpora_run_is_resumable_and_deterministic(tmp_path):
+@pytest.fixture
+def tiny_workdir(tmp_path):
+    """A scratch working directory with the tiny config, and the common snakemake arguments."""
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(TINY, work / "config.yaml")
     common = ["--configfile", str(work / "config.yaml"), "--directory", str(work), "--cores", "2"]
+    return work, common
+
+
+@pytest.mark.slow
+def test_end_to_end_corpora_run_is_resumable_and_deterministic(tiny_workdir):
+    work, common = tiny_workdir
     snakemake("corpora", *common)
     corpora = work / "results" / "corpora"
     assert sorted(p.name for p in corpora.iterdir()) == sorted(
@@ -90,11 +100,8 @@ def test_end_to_end_corpora_run_is_resumable_and_deterministic(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_pcfg_data(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.copy(TINY, work / "config.yaml")
-    common = ["--configfile", str(work / "config.yaml"), "--directory", str(work), "--cores", "2"]
+def test_end_to_end_pcfg_data(tiny_workdir):
+    work, common = tiny_workdir
     snakemake("pcfg_data", *common)
     root = work / "results" / "pcfg" / "generated_seed0"
     for product in ["grammar", "pretrain", "downstream/A", "downstream/B", "downstream/C",
