@@ -4,6 +4,7 @@
 #   snakemake --cores 2                 the headline target on config.yaml
 #   snakemake corpora --cores 2         every synthetic pre-training corpus in the config
 #   snakemake pcfg_data --cores 2       PCFG grammar, MLM data, tasks A/B/C, optimal loss
+#   snakemake pretrained_models -c 2    T5 pre-trained on the corpora in pretrain.tasks
 #   snakemake -n <target>               the plan
 
 
@@ -16,6 +17,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pcfg.smk"
+include: "workflow/rules/pretrain.smk"
 
 
 rule all:

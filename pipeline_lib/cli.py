@@ -52,6 +52,14 @@ def cmd_corpus(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from pipeline_lib.pretrain import pretrain_t5
+
+    cfg = _config_from_args(args)
+    pretrain_t5(cfg, Path(args.corpus), Path(args.out), Path(args.ckpt_dir))
+    return 0
+
+
 def cmd_corpus_check(args) -> int:
     from pipeline_lib.data import store
 
@@ -94,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes (does not change data)")
     p.add_argument("--cache-dir", default="results/cache", help="where gs:// files are cached")
     p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pre-train T5 on one corpus (resumes from --ckpt-dir; outputs written at the end)",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--corpus", required=True, help="corpus directory (results/corpora/<task>)")
+    p.add_argument("--out", required=True, help="output directory for params and metrics")
+    p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (not an output)")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("corpus-check", help="verify a corpus directory's checksums and counts")
     p.add_argument("dir", help="corpus directory (with meta.json)")

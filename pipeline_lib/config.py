@@ -100,6 +100,12 @@ def _semantic_checks(cfg: dict) -> None:
                     f"corpora.{section}.{key}: min {value[0]} is above max {value[1]}; "
                     "allowed: [min, max] with min <= max"
                 )
+    unknown = [t for t in cfg["pretrain"]["tasks"] if t not in corpora["tasks"]]
+    if unknown:
+        raise ConfigError(
+            f"pretrain.tasks: {', '.join(unknown)} not in corpora.tasks; "
+            f"allowed: {', '.join(corpora['tasks'])}"
+        )
     vocab = cfg["vocab"]
     if vocab["layout"] == "paper" and not vocab.get("spm_model"):
         needs = [t for t in corpora["tasks"] if t in ("count", "length", "nonsense_summary")]

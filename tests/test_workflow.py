@@ -17,7 +17,11 @@ BIN = Path(sys.executable).parent
 def snakemake(*args, cwd=REPO, check=True):
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args]
     # the rules call `python -m pipeline_lib`: this interpreter's environment must come first
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "JAX_DISABLE_MOST_OPTIMIZATIONS": "true",  # tiny models: compile time dominates
+    }
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -115,3 +119,21 @@ def test_end_to_end_pcfg_data(tiny_workdir):
     metrics = json.loads((root / "optimal_loss" / "metrics.json").read_text())
     assert 0 < metrics["expected_cross_entropy_per_token"] < 3  # log(12 terminals) ~ 2.5
     assert "Nothing to be done" in snakemake("pcfg_data", "-n", *common).stdout
+
+
+@pytest.mark.slow
+def test_end_to_end_pretrain_resumes_from_checkpoints(tiny_workdir):
+    import json
+
+    work, common = tiny_workdir
+    snakemake("pretrained_models", *common)
+    out = work / "results" / "pretrain" / "identity"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == 6 and summary["best"]["step"] in (3, 6)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("split") == "eval" for r in rows)
+    assert (work / "results" / "ckpt" / "pretrain" / "identity").is_dir()  # not an output
+    # --forcerun: the job finds its checkpoint at step 6 and finishes without retraining
+    snakemake("pretrained_models", "--forcerun", "pretrain", *common)
+    again = json.loads((out / "summary.json").read_text())
+    assert again["resumed_from"] == 6 and again["step"] == 6

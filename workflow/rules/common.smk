@@ -82,3 +82,20 @@ def pcfg_optimal_loss_spec(wildcards):
 def pcfg_grammar_input(wildcards):
     """The configured grammar file (so editing it reruns the grammar rule), or nothing."""
     return [PCFG["grammar"]] if PCFG["grammar"] else []
+
+
+def pretrain_spec_json(wildcards):
+    """What one pre-training run depends on: seed, vocabulary and the pretrain section."""
+    return json.dumps(
+        {
+            "seed": config["seed"],
+            "vocab": config["vocab"],
+            "corpora": {
+                k: config["corpora"][k]
+                for k in ["train_examples", "valid_examples", "generate_factor", "length_range"]
+            }
+            | {"tasks": [wildcards.task]},
+            "pretrain": config["pretrain"] | {"tasks": [wildcards.task]},
+        },
+        sort_keys=True,
+    )

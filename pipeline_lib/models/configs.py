@@ -1,0 +1,167 @@
+"""Model size presets (frozen dataclasses) and their validation.
+
+A config is plain data: it is hashable (so it can sit in an NNX graphdef and key a jit cache),
+YAML-friendly (``dtype`` is a string) and checked once, before any parameter is allocated, by
+`validate_t5_config`, which raises a `ConfigError` (a `ValueError`) whose one message names the
+offending key, e.g. ``model.num_heads: 6 does not divide model.d_model 512``.
+
+The T5 presets follow T5X's gin files (``t5_1_0/small.gin``, ``t5_1_1/small.gin``); the laptop
+sizes keep the same structure at a size a 2-core CPU trains in minutes. ``vocab_size`` is a field
+because the project's ``laptop`` vocabulary layout is much smaller than T5's 32128.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+
+from pipeline_lib.config import ConfigError
+
+MLP_TYPES = ("relu", "gated-gelu", "swiglu", "squared-relu")
+"""MLP variants (see `layers.Mlp`): T5 v1.0 ReLU, T5 v1.1 gated-GELU, SwiGLU, Primer's
+squared ReLU. Gated variants have kernels ``wi_0`` (activated), ``wi_1`` (linear) and ``wo``."""
+
+DTYPES = ("float32", "bfloat16")
+"""Compute dtypes. Parameters are always stored in float32, as in T5X (which never used float16:
+its -1e10 attention-mask bias overflows there)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """Shape and numerics of a T5 encoder-decoder, T5X semantics.
+
+    ``tie_embeddings=True`` is T5 v1.0 (T5X ``logits_via_embedding``): the decoder's logits are
+    the token embedding applied transposed, divided by sqrt(d_model). ``False`` is T5 v1.1: a
+    separate ``decoder/logits_dense`` kernel and no scaling.
+
+    ``head_dim=None`` means d_model // num_heads (then num_heads must divide d_model); T5 itself
+    does not need num_heads * head_dim == d_model (T5 v1.1 small is 6 x 64 over d_model 512).
+    """
+
+    vocab_size: int = 32128
+    d_model: int = 512
+    num_heads: int = 8
+    head_dim: int | None = 64
+    d_ff: int = 2048
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    mlp: str = "relu"
+    tie_embeddings: bool = True
+    dropout_rate: float = 0.1
+    relpos_buckets: int = 32
+    relpos_max_distance: int = 128
+    layer_norm_eps: float = 1e-6
+    dtype: str = "float32"
+    float32_attention_logits: bool = False
+
+    @property
+    def resolved_head_dim(self) -> int:
+        """Width of one attention head (``head_dim`` or d_model // num_heads)."""
+        return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
+
+    @property
+    def qkv_dim(self) -> int:
+        """Width of the joined heads: the second axis of the q/k/v kernels."""
+        return self.num_heads * self.resolved_head_dim
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+
+T5_PRESETS: dict[str, T5Config] = {
+    # T5 v1.0 small as in T5X t5_1_0/small.gin (the Wu et al. 2022 model).
+    "t5_small": T5Config(),
+    # T5 v1.1 small (t5_1_1/small.gin). T5X ran it with bfloat16 activations; here the compute
+    # dtype stays float32 (CPU); use dataclasses.replace(cfg, dtype="bfloat16") on accelerators.
+    "t5_1_1_small": T5Config(
+        num_heads=6, head_dim=64, d_ff=1024, num_encoder_layers=8, num_decoder_layers=8,
+        mlp="gated-gelu", tie_embeddings=False,
+    ),
+    # Laptop sizes: the v1.0 structure, minutes on 2 CPU cores.
+    "t5_laptop": T5Config(
+        d_model=128, num_heads=4, head_dim=32, d_ff=512, num_encoder_layers=2, num_decoder_layers=2,
+    ),
+    "t5_bench": T5Config(
+        d_model=256, num_heads=4, head_dim=64, d_ff=1024,
+        num_encoder_layers=4, num_decoder_layers=4,
+    ),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require_positive_int(prefix: str, name: str, value: Any) -> None:
+    """Raise ``ConfigError('<prefix>.<name>: ...')`` unless value is an int >= 1."""
+    if not _is_int(value) or value < 1:
+        raise ConfigError(f"{prefix}.{name}: {value!r} must be a positive integer")
+
+
+def require_choice(prefix: str, name: str, value: Any, allowed: tuple[str, ...], what: str) -> None:
+    """Raise ``ConfigError`` naming the key unless value is one of ``allowed``."""
+    if value not in allowed:
+        raise ConfigError(
+            f"{prefix}.{name}: {value!r} is not a known {what}; allowed: {', '.join(allowed)}"
+        )
+
+
+def validate_t5_config(cfg: T5Config, prefix: str = "model") -> T5Config:
+    """Check that ``cfg`` describes a buildable model; return it unchanged.
+
+    Raises `ConfigError` (a ``ValueError``) for the first problem found, with one message that
+    names the key as ``<prefix>.<field>``.
+    """
+    for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_encoder_layers",
+                 "num_decoder_layers", "relpos_buckets", "relpos_max_distance"):
+        require_positive_int(prefix, name, getattr(cfg, name))
+    if cfg.head_dim is None:
+        if cfg.d_model % cfg.num_heads:
+            raise ConfigError(
+                f"{prefix}.num_heads: {cfg.num_heads} does not divide "
+                f"{prefix}.d_model {cfg.d_model}"
+            )
+    else:
+        require_positive_int(prefix, "head_dim", cfg.head_dim)
+    require_choice(prefix, "mlp", cfg.mlp, MLP_TYPES, "MLP type")
+    require_choice(prefix, "dtype", cfg.dtype, DTYPES, "compute dtype")
+    if cfg.relpos_buckets < 4 or cfg.relpos_buckets % 2:
+        raise ConfigError(
+            f"{prefix}.relpos_buckets: {cfg.relpos_buckets} must be an even number >= 4 "
+            "(the bidirectional encoder splits the buckets in half, then half again)"
+        )
+    if cfg.relpos_max_distance <= cfg.relpos_buckets // 2:
+        raise ConfigError(
+            f"{prefix}.relpos_max_distance: {cfg.relpos_max_distance} must exceed "
+            f"{prefix}.relpos_buckets // 2 = {cfg.relpos_buckets // 2} (the exact-distance buckets)"
+        )
+    if not isinstance(cfg.dropout_rate, (int, float)) or not 0.0 <= cfg.dropout_rate < 1.0:
+        raise ConfigError(f"{prefix}.dropout_rate: {cfg.dropout_rate!r} must be in [0, 1)")
+    if not isinstance(cfg.layer_norm_eps, (int, float)) or not cfg.layer_norm_eps > 0:
+        raise ConfigError(f"{prefix}.layer_norm_eps: {cfg.layer_norm_eps!r} must be positive")
+    for name in ("tie_embeddings", "float32_attention_logits"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{prefix}.{name}: {getattr(cfg, name)!r} must be true or false")
+    return cfg
+
+
+def t5_config(preset: str = "t5_small", prefix: str = "model", **overrides: Any) -> T5Config:
+    """A validated preset with field overrides, e.g. ``t5_config("t5_laptop", vocab_size=612)``."""
+    require_choice(prefix, "preset", preset, tuple(T5_PRESETS), "T5 preset")
+    known = {f.name for f in dataclasses.fields(T5Config)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}.{unknown[0]}: unknown key; allowed keys: preset, {', '.join(sorted(known))}"
+        )
+    return validate_t5_config(dataclasses.replace(T5_PRESETS[preset], **overrides), prefix)
+
+
+def t5_config_from_dict(values: Mapping[str, Any], prefix: str = "model") -> T5Config:
+    """Build a config from a YAML mapping: optional ``preset`` (default t5_small) + overrides."""
+    values = dict(values)
+    return t5_config(values.pop("preset", "t5_small"), prefix=prefix, **values)

@@ -1,0 +1,477 @@
+"""Decoder-only language models of So et al. (2021, Primer) in flax NNX: Primer-EZ and baselines.
+
+Variants (t0_primer_hint §B.1-B.3; google-research ``primer/`` gins and ``t5_models.py``), all
+pre-norm stacks of causal self-attention + MLP with a final norm:
+
+| variant            | norm                     | MLP (default ``mlp``) | MLP biases | dconv |
+|--------------------|--------------------------|-----------------------|------------|-------|
+| ``vanilla``        | LayerNorm (scale + bias) | GELU (tanh form)      | yes        | no    |
+| ``primer_ez``      | LayerNorm (scale + bias) | squared ReLU          | yes        | yes   |
+| ``transformer_pp`` | RMSNorm (scale)          | SwiGLU                | no         | no    |
+
+The project's vanilla baseline uses GELU; the Primer gins' ``*_transformer_vanilla`` is ReLU
+(``mlp="relu"``) and ``*_transformer_gelu`` is this one. ``mlp`` overrides any variant's MLP
+(the gins' squared-ReLU and SwiGLU ablations are ``vanilla`` + ``mlp=...``).
+
+* **Multi-DConv-Head Attention** (``primer_ez``): after each of the Q, K and V projections, a
+  causal depthwise convolution of width 3 along time, one 3-tap kernel per channel of the
+  ``heads * head_dim`` projection: ``y[t] = w0*z[t] + w1*z[t-1] + w2*z[t-2]`` with ``z[<0] = 0``,
+  initialised to the reference constants ``w0 = 0.5``, ``w1 = w2 = 0.5/3``
+  (``causal_depthwise_conv``: three shifted multiply-adds, no loop over tokens). Only current
+  and past positions are read, so the model stays causal.
+* **Positions**: as in every Primer config, baselines included, there is no absolute position
+  embedding: a T5 relative position bias (32 buckets, max distance 128, causal buckets) is
+  added to the attention logits, one table shared by all layers (``bias_shared``).
+* **Attention scaling**: 1/sqrt(head_dim) is folded into the query initialiser as in mesh
+  (``fold_scaling_into_initializer=True``), and T5X (`layers.query_init`); logits are not
+  rescaled. Attention has no biases (mesh's has none).
+* **Embeddings**: ``tie_embeddings=True`` (the Primer configs) computes logits with the
+  transposed token embedding times d_model**-0.5 (mesh/T5 v1.0); ``False`` adds a separate
+  ``decoder/logits_dense`` kernel. Initialisers are T5X's (`layers`).
+* MLP biases: the Primer gins set ``DenseReluDense.use_bias = True`` for every model;
+  Transformer++ is defined here without biases (LLaMA-style). ``mlp_bias`` overrides either.
+
+Parameter names (flattened with '/')::
+
+    token_embedder/embedding                                       [vocab, d_model]
+    decoder/relpos_bias/rel_embedding                              [heads, buckets]
+    decoder/layers_{i}/pre_self_attention_layer_norm/scale (+ bias unless RMSNorm)
+    decoder/layers_{i}/self_attention/{query,key,value,out}/kernel
+    decoder/layers_{i}/self_attention/{query,key,value}_dconv/kernel   [3, heads * head_dim]
+                                                                   (primer_ez; row s = shift s)
+    decoder/layers_{i}/pre_mlp_layer_norm/scale (+ bias)
+    decoder/layers_{i}/mlp/{wi | wi_0, wi_1}/kernel, mlp/wo/kernel (+ .../bias with mlp_bias)
+    decoder/decoder_norm/scale (+ bias)
+    decoder/logits_dense/kernel                                    (untied only)
+
+Teacher-forced forward only (no KV cache): ``logits[:, t]`` is the distribution of the token
+after ``tokens[:, t]`` given ``tokens[:, :t + 1]``; the caller shifts (e.g. inputs = sequence
+``[:-1]``, targets = ``[1:]``, or `t5.shift_right`). There is no padding mask: with causal
+attention, padding at the end never influences earlier positions, and the loss ignores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from pipeline_lib.config import ConfigError
+from pipeline_lib.models.bert import LayerNorm, Linear
+from pipeline_lib.models.configs import DTYPES, require_choice, require_positive_int
+from pipeline_lib.models.layers import (
+    ATTENTION_INIT,
+    MLP_INIT,
+    Array,
+    Dense,
+    Embed,
+    RelativePositionBias,
+    RMSNorm,
+    dot_product_attention,
+    dropout,
+    query_init,
+    split_rng,
+)
+
+# --------------------------------------------------------------------------------------------
+# Config, presets, validation.
+# --------------------------------------------------------------------------------------------
+
+VARIANTS = ("vanilla", "primer_ez", "transformer_pp")
+DECODER_MLPS = ("relu", "gelu", "squared_relu", "swiglu")
+GATED = frozenset({"swiglu"})
+
+_VARIANT_DEFAULTS = {
+    # variant: (norm, mlp, mlp_bias, dconv)
+    "vanilla": ("layer_norm", "gelu", True, False),
+    "primer_ez": ("layer_norm", "squared_relu", True, True),
+    "transformer_pp": ("rms_norm", "swiglu", False, False),
+}
+
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=True),  # mesh/T5X's gelu is the tanh form
+    "squared_relu": lambda x: jnp.square(jax.nn.relu(x)),
+    "swiglu": jax.nn.silu,  # gated: silu(wi_0 x) * (wi_1 x)
+}
+
+DCONV_WIDTH = 3
+DCONV_INIT = (0.5, 0.5 / 3, 0.5 / 3)
+"""Reference init of the taps for shifts 0, 1, 2 (``t5_models.causal_depthwise_conv``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderLMConfig:
+    """Shape and numerics of a decoder-only LM; ``None`` fields take the variant's default."""
+
+    vocab_size: int = 32128
+    d_model: int = 512
+    num_layers: int = 6
+    num_heads: int = 8
+    head_dim: int | None = 64
+    d_ff: int = 2048
+    variant: str = "primer_ez"
+    mlp: str | None = None
+    mlp_bias: bool | None = None
+    tie_embeddings: bool = True
+    dropout_rate: float = 0.0
+    relpos_buckets: int = 32
+    relpos_max_distance: int = 128
+    layer_norm_eps: float = 1e-6
+    dtype: str = "float32"
+    float32_attention_logits: bool = False
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
+
+    @property
+    def qkv_dim(self) -> int:
+        return self.num_heads * self.resolved_head_dim
+
+    @property
+    def norm(self) -> str:
+        return _VARIANT_DEFAULTS[self.variant][0]
+
+    @property
+    def resolved_mlp(self) -> str:
+        return self.mlp if self.mlp is not None else _VARIANT_DEFAULTS[self.variant][1]
+
+    @property
+    def resolved_mlp_bias(self) -> bool:
+        return self.mlp_bias if self.mlp_bias is not None else _VARIANT_DEFAULTS[self.variant][2]
+
+    @property
+    def dconv(self) -> bool:
+        return _VARIANT_DEFAULTS[self.variant][3]
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+
+DECODER_LM_PRESETS: dict[str, DecoderLMConfig] = {
+    # Primer's decoder-only sizes (§B.4); T5's 32000 + 100 vocabulary padded to 32128.
+    "primer_small": DecoderLMConfig(d_model=512, num_layers=6, num_heads=8, d_ff=2048),
+    "primer_medium": DecoderLMConfig(d_model=768, num_layers=12, num_heads=12, d_ff=3072),
+    "primer_large": DecoderLMConfig(d_model=1024, num_layers=24, num_heads=16, d_ff=8192),
+    # §B.5 toy scale; vocab_size is normally overridden by the local vocabulary.
+    "laptop": DecoderLMConfig(d_model=64, num_layers=2, num_heads=4, head_dim=16, d_ff=256),
+    # The MFU benchmark shape.
+    "bench": DecoderLMConfig(d_model=256, num_layers=4, num_heads=4, head_dim=64, d_ff=1024),
+}
+
+TRANSFORMER_PP_D_FF = {
+    # The gins cut d_ff so that the gated MLP's 3 matrices match the parameters of 2 (x 2/3);
+    # laptop/bench: the same rule, rounded to a multiple of 8.
+    "primer_small": 1364, "primer_medium": 2048, "primer_large": 5462, "laptop": 168, "bench": 680,
+}
+
+
+def validate_decoder_lm_config(cfg: DecoderLMConfig, prefix: str = "model") -> DecoderLMConfig:
+    """Check that ``cfg`` is buildable; raise `ConfigError` (ValueError) naming the key."""
+    for name in ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "relpos_buckets",
+                 "relpos_max_distance"):
+        require_positive_int(prefix, name, getattr(cfg, name))
+    if cfg.head_dim is None:
+        if cfg.d_model % cfg.num_heads:
+            raise ConfigError(
+                f"{prefix}.num_heads: {cfg.num_heads} does not divide {prefix}.d_model {cfg.d_model}"
+            )
+    else:
+        require_positive_int(prefix, "head_dim", cfg.head_dim)
+    require_choice(prefix, "variant", cfg.variant, VARIANTS, "decoder LM variant")
+    if cfg.mlp is not None:
+        require_choice(prefix, "mlp", cfg.mlp, DECODER_MLPS, "MLP type")
+    require_choice(prefix, "dtype", cfg.dtype, DTYPES, "compute dtype")
+    if cfg.relpos_buckets < 2:
+        raise ConfigError(f"{prefix}.relpos_buckets: {cfg.relpos_buckets} must be >= 2")
+    if cfg.relpos_max_distance <= cfg.relpos_buckets // 2:
+        raise ConfigError(
+            f"{prefix}.relpos_max_distance: {cfg.relpos_max_distance} must exceed "
+            f"{prefix}.relpos_buckets // 2 = {cfg.relpos_buckets // 2} (the exact-distance buckets)"
+        )
+    if not isinstance(cfg.dropout_rate, (int, float)) or not 0.0 <= cfg.dropout_rate < 1.0:
+        raise ConfigError(f"{prefix}.dropout_rate: {cfg.dropout_rate!r} must be in [0, 1)")
+    if not isinstance(cfg.layer_norm_eps, (int, float)) or not cfg.layer_norm_eps > 0:
+        raise ConfigError(f"{prefix}.layer_norm_eps: {cfg.layer_norm_eps!r} must be positive")
+    for name in ("tie_embeddings", "float32_attention_logits"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{prefix}.{name}: {getattr(cfg, name)!r} must be true or false")
+    if cfg.mlp_bias is not None and not isinstance(cfg.mlp_bias, bool):
+        raise ConfigError(f"{prefix}.mlp_bias: {cfg.mlp_bias!r} must be true, false or null")
+    return cfg
+
+
+def decoder_lm_config(
+    preset: str = "primer_small", prefix: str = "model", **overrides: Any
+) -> DecoderLMConfig:
+    """A validated preset with overrides, e.g. ``decoder_lm_config("bench", variant="vanilla")``.
+
+    ``variant="transformer_pp"`` takes the preset's parameter-matched d_ff unless ``d_ff`` is
+    given.
+    """
+    require_choice(prefix, "preset", preset, tuple(DECODER_LM_PRESETS), "decoder LM preset")
+    known = {f.name for f in dataclasses.fields(DecoderLMConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}.{unknown[0]}: unknown key; allowed keys: preset, {', '.join(sorted(known))}"
+        )
+    if overrides.get("variant") == "transformer_pp" and "d_ff" not in overrides:
+        overrides["d_ff"] = TRANSFORMER_PP_D_FF[preset]
+    return validate_decoder_lm_config(
+        dataclasses.replace(DECODER_LM_PRESETS[preset], **overrides), prefix
+    )
+
+
+def decoder_lm_config_from_dict(values: Mapping[str, Any], prefix: str = "model") -> DecoderLMConfig:
+    """From a YAML mapping: optional ``preset`` (default primer_small) + overrides."""
+    values = dict(values)
+    return decoder_lm_config(values.pop("preset", "primer_small"), prefix=prefix, **values)
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-DConv-Head Attention.
+# --------------------------------------------------------------------------------------------
+
+
+def causal_depthwise_conv(x: Array, kernel: Array) -> Array:
+    """``y[:, t] = sum_s kernel[s] * x[:, t - s]`` over ``s < width``, with ``x[:, <0] = 0``.
+
+    ``x [batch, length, channels]``, ``kernel [width, channels]`` (one filter per channel).
+    A static loop over the taps: each is a shifted view of a left-padded copy, so XLA fuses the
+    whole filter into one elementwise pass.
+    """
+    width, length = kernel.shape[0], x.shape[-2]
+    kernel = kernel.astype(x.dtype)
+    padded = jnp.pad(x, ((0, 0), (width - 1, 0), (0, 0)))
+    y = x * kernel[0]
+    for shift in range(1, width):
+        start = width - 1 - shift
+        y = y + padded[:, start:start + length] * kernel[shift]
+    return y
+
+
+class DepthwiseConv(nnx.Module):
+    """Causal depthwise conv of width 3 with Primer's constant init (0.5, 0.5/3, 0.5/3)."""
+
+    def __init__(self, channels: int):
+        taps = jnp.asarray(DCONV_INIT, jnp.float32)[:, None]
+        self.kernel = nnx.Param(jnp.broadcast_to(taps, (DCONV_WIDTH, channels)))
+
+    def __call__(self, x: Array) -> Array:
+        return causal_depthwise_conv(x, self.kernel[...])
+
+
+class CausalSelfAttention(nnx.Module):
+    """Bias-free multi-head causal self-attention, optionally with Primer's dconv on Q, K, V."""
+
+    def __init__(self, cfg: DecoderLMConfig, *, rngs: nnx.Rngs):
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.resolved_head_dim
+        self.dropout_rate = cfg.dropout_rate
+        self.float32_logits = cfg.float32_attention_logits
+        d, inner, dtype = cfg.d_model, cfg.qkv_dim, cfg.compute_dtype
+        self.query = Dense(d, inner, kernel_init=query_init(self.head_dim), dtype=dtype, rngs=rngs)
+        self.key = Dense(d, inner, kernel_init=ATTENTION_INIT, dtype=dtype, rngs=rngs)
+        self.value = Dense(d, inner, kernel_init=ATTENTION_INIT, dtype=dtype, rngs=rngs)
+        self.out = Dense(inner, d, kernel_init=ATTENTION_INIT, dtype=dtype, rngs=rngs)
+        if cfg.dconv:
+            self.query_dconv = DepthwiseConv(inner)
+            self.key_dconv = DepthwiseConv(inner)
+            self.value_dconv = DepthwiseConv(inner)
+        else:
+            self.query_dconv = self.key_dconv = self.value_dconv = None
+
+    def _project(self, x: Array, dense: Dense, conv: DepthwiseConv | None) -> Array:
+        z = dense(x)
+        if conv is not None:  # on the joined heads, before the split: per channel
+            z = conv(z)
+        return z.reshape(*z.shape[:-1], self.num_heads, self.head_dim)
+
+    def __call__(
+        self, x: Array, mask: Array, bias: Array, *, rng: Array | None = None
+    ) -> Array:
+        """``x [b, l, d]``, ``mask [1, 1, l, l]`` (causal), ``bias [1, h, l, l]`` -> ``[b, l, d]``."""
+        q = self._project(x, self.query, self.query_dconv)
+        k = self._project(x, self.key, self.key_dconv)
+        v = self._project(x, self.value, self.value_dconv)
+        y = dot_product_attention(
+            q, k, v, mask, bias, dropout_rate=self.dropout_rate, rng=rng,
+            float32_logits=self.float32_logits,
+        )
+        return self.out(y.reshape(*y.shape[:-2], -1))
+
+
+# --------------------------------------------------------------------------------------------
+# MLP, layers, stack, model.
+# --------------------------------------------------------------------------------------------
+
+
+class FeedForward(nnx.Module):
+    """``wo(act(wi x))`` or, SwiGLU, ``wo(silu(wi_0 x) * wi_1 x)``; optional biases.
+
+    Kernels as T5X's ``MlpBlock`` (``wi``/``wi_0``/``wi_1``/``wo``, T5X's MLP init); the biases
+    (Primer's ``DenseReluDense.use_bias``) sit next to them as ``.../bias``.
+    """
+
+    def __init__(self, cfg: DecoderLMConfig, *, rngs: nnx.Rngs):
+        self.kind = cfg.resolved_mlp
+        self.dropout_rate = cfg.dropout_rate
+        linear = lambda i, o: Linear(
+            i, o, kernel_init=MLP_INIT, use_bias=cfg.resolved_mlp_bias,
+            dtype=cfg.compute_dtype, rngs=rngs,
+        )
+        if self.kind in GATED:
+            self.wi_0 = linear(cfg.d_model, cfg.d_ff)
+            self.wi_1 = linear(cfg.d_model, cfg.d_ff)
+        else:
+            self.wi = linear(cfg.d_model, cfg.d_ff)
+        self.wo = linear(cfg.d_ff, cfg.d_model)
+
+    def __call__(self, x: Array, *, rng: Array | None = None) -> Array:
+        act = ACTIVATIONS[self.kind]
+        h = act(self.wi_0(x)) * self.wi_1(x) if self.kind in GATED else act(self.wi(x))
+        return self.wo(dropout(h, self.dropout_rate, rng, broadcast_dims=(-2,)))
+
+
+def _norm(cfg: DecoderLMConfig) -> LayerNorm | RMSNorm:
+    if cfg.norm == "rms_norm":
+        return RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps, dtype=cfg.compute_dtype)
+    return LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, dtype=cfg.compute_dtype)
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm causal self-attention and MLP, each followed by dropout and a residual add."""
+
+    def __init__(self, cfg: DecoderLMConfig, *, rngs: nnx.Rngs):
+        self.dropout_rate = cfg.dropout_rate
+        self.pre_self_attention_layer_norm = _norm(cfg)
+        self.self_attention = CausalSelfAttention(cfg, rngs=rngs)
+        self.pre_mlp_layer_norm = _norm(cfg)
+        self.mlp = FeedForward(cfg, rngs=rngs)
+
+    def __call__(self, x: Array, mask: Array, bias: Array, *, rng: Array | None = None) -> Array:
+        r_attn, r_attn_out, r_mlp, r_mlp_out = split_rng(rng, 4)
+        h = self.self_attention(self.pre_self_attention_layer_norm(x), mask, bias, rng=r_attn)
+        x = x + dropout(h, self.dropout_rate, r_attn_out, broadcast_dims=(-2,))
+        h = self.mlp(self.pre_mlp_layer_norm(x), rng=r_mlp)
+        return x + dropout(h, self.dropout_rate, r_mlp_out, broadcast_dims=(-2,))
+
+
+class Decoder(nnx.Module):
+    """Embedded tokens -> dropout -> layers (shared relpos bias) -> decoder_norm -> dropout."""
+
+    def __init__(self, cfg: DecoderLMConfig, *, rngs: nnx.Rngs):
+        self.num_layers = cfg.num_layers
+        self.dropout_rate = cfg.dropout_rate
+        self.relpos_bias = RelativePositionBias(
+            cfg.num_heads, num_buckets=cfg.relpos_buckets, max_distance=cfg.relpos_max_distance,
+            bidirectional=False, dtype=cfg.compute_dtype, rngs=rngs,
+        )
+        for i in range(cfg.num_layers):
+            setattr(self, f"layers_{i}", DecoderLayer(cfg, rngs=rngs))
+        self.decoder_norm = _norm(cfg)
+        if not cfg.tie_embeddings:
+            self.logits_dense = Dense(
+                cfg.d_model, cfg.vocab_size, kernel_init=MLP_INIT, dtype=jnp.float32, rngs=rngs
+            )
+
+    def layers(self) -> list[DecoderLayer]:
+        return [getattr(self, f"layers_{i}") for i in range(self.num_layers)]
+
+    def __call__(self, x: Array, *, rng: Array | None = None) -> Array:
+        r_in, r_out, *r_layers = split_rng(rng, self.num_layers + 2)
+        length = x.shape[-2]
+        mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
+        bias = self.relpos_bias(length, length)  # once per stack: the table is shared
+        x = dropout(x, self.dropout_rate, r_in, broadcast_dims=(-2,))
+        for layer, r in zip(self.layers(), r_layers):
+            x = layer(x, mask, bias, rng=r)
+        return dropout(self.decoder_norm(x), self.dropout_rate, r_out, broadcast_dims=(-2,))
+
+
+class DecoderLM(nnx.Module):
+    """Decoder-only LM; ``model(tokens)`` -> float32 next-token logits ``[b, l, vocab]``."""
+
+    def __init__(self, config: DecoderLMConfig, *, rngs: nnx.Rngs):
+        self.config = cfg = validate_decoder_lm_config(config)
+        self.token_embedder = Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, rngs=rngs)
+        self.decoder = Decoder(cfg, rngs=rngs)
+
+    def logits(self, hidden: Array) -> Array:
+        if self.config.tie_embeddings:
+            return self.token_embedder.attend(hidden) / math.sqrt(hidden.shape[-1])
+        return self.decoder.logits_dense(hidden)
+
+    def __call__(
+        self, tokens: Array, *, dropout_rng: Array | None = None, deterministic: bool = True
+    ) -> Array:
+        rng = None
+        if not deterministic and self.config.dropout_rate > 0:
+            if dropout_rng is None:
+                raise ValueError("dropout_rng is required when deterministic=False and dropout > 0")
+            rng = dropout_rng
+        return self.logits(self.decoder(self.token_embedder(tokens), rng=rng))
+
+
+# --------------------------------------------------------------------------------------------
+# Functional API.
+# --------------------------------------------------------------------------------------------
+
+
+def decoder_lm_logits(
+    graphdef: nnx.GraphDef,
+    state: nnx.State | Sequence[nnx.State],
+    tokens: Array,
+    *,
+    dropout_rng: Array | None = None,
+    deterministic: bool = True,
+) -> Array:
+    """Pure teacher-forced forward: ``tokens [b, l]`` -> float32 logits ``[b, l, vocab]``.
+
+    ``graphdef, state = nnx.split(model)``; the model holds only parameters, so ``state`` is
+    what ``jax.grad`` differentiates. A tuple of states is merged with ``nnx.merge``.
+    """
+    states = tuple(state) if isinstance(state, (tuple, list)) else (state,)
+    model: DecoderLM = nnx.merge(graphdef, *states)
+    return model(tokens, dropout_rng=dropout_rng, deterministic=deterministic)
+
+
+def decoder_lm_matmul_flops(cfg: DecoderLMConfig, batch: int, length: int) -> int:
+    """Forward matmul FLOPs (2 per multiply-add) of one batch, for MFU accounting.
+
+    Projections, full (unmasked) attention scores and weighted values, MLP and logits; norms,
+    softmax, biases and the dconv filters (6 FLOPs per q/k/v channel) are ignored. A training
+    step is ~3x this.
+    """
+    d, inner, ff = cfg.d_model, cfg.qkv_dim, cfg.d_ff
+    n_in = 2 if cfg.resolved_mlp in GATED else 1
+    per_layer = 2 * length * d * inner * 4 + 2 * 2 * length * length * inner
+    per_layer += 2 * length * d * ff * (n_in + 1)
+    return batch * (cfg.num_layers * per_layer + 2 * length * d * cfg.vocab_size)
+
+
+__all__ = [
+    "DCONV_INIT",
+    "DECODER_LM_PRESETS",
+    "TRANSFORMER_PP_D_FF",
+    "VARIANTS",
+    "CausalSelfAttention",
+    "DecoderLM",
+    "DecoderLMConfig",
+    "DepthwiseConv",
+    "FeedForward",
+    "causal_depthwise_conv",
+    "decoder_lm_config",
+    "decoder_lm_config_from_dict",
+    "decoder_lm_logits",
+    "decoder_lm_matmul_flops",
+    "validate_decoder_lm_config",
+]

@@ -1,0 +1,117 @@
+"""T5 pre-training on one synthetic corpus (Wu et al. 2022 protocol), as the `pretrain` rule runs it.
+
+Glue only: the model is `models.t5`, the optimiser, input pipeline, checkpoints, resume and
+metrics are `train.*`. The resumable orbax state lives in `ckpt_dir`, outside the rule's declared
+outputs (Snakemake deletes those before a job runs), so a killed job resumes where it stopped;
+the declared outputs (final and best parameters, metrics, summary) are written atomically at the
+end.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> dict:
+    """Train the configured T5 on `corpus_dir`; write params.npz, best_params.npz,
+    metrics.jsonl and summary.json into `out_dir`. Returns the summary."""
+    import flax.nnx as nnx
+
+    from pipeline_lib.data.corpus import load_corpus
+    from pipeline_lib.data.store import read_meta
+    from pipeline_lib.models import t5
+    from pipeline_lib.models.configs import t5_config
+    from pipeline_lib.train import data, loop, optim
+
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+    p = cfg["pretrain"]
+    meta = read_meta(corpus_dir)
+    model_cfg = t5_config(
+        p["model"]["preset"],
+        prefix="pretrain.model",
+        vocab_size=meta["vocab"]["model_vocab_size"],
+        **p["model"].get("overrides", {}),
+    )
+    seed = int(cfg["seed"])
+    model = t5.T5(model_cfg, rngs=nnx.Rngs(params=seed))
+    graphdef, params, rest = t5.split_model(model)
+
+    def forward(params, batch, rng):
+        return t5.t5_forward(
+            graphdef, params, rest,
+            batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+            batch["decoder_target_tokens"],
+            encoder_segment_ids=batch.get("encoder_segment_ids"),
+            decoder_segment_ids=batch.get("decoder_segment_ids"),
+            dropout_rng=rng, deterministic=rng is None,
+        )
+
+    opt = p["optimizer"]
+    tx, schedule = optim.make_optimizer(
+        optim.OptimizerConfig(
+            name=opt["name"], schedule=opt["schedule"], learning_rate=opt["learning_rate"],
+            warmup_steps=opt["warmup_steps"], total_steps=p["steps"],
+        )
+    )
+    lengths = {"inputs": p["inputs_length"], "targets": p["targets_length"]}
+    train_sources = load_corpus(corpus_dir, "train")
+    valid_sources = load_corpus(corpus_dir, "valid")
+    train_data = data.Seq2SeqPipeline(train_sources, p["batch_size"], lengths, seed)
+    flops = 3 * t5.t5_matmul_flops(
+        model_cfg, p["batch_size"], p["inputs_length"], p["targets_length"]
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = loop.train(
+        loop.TrainConfig(
+            num_steps=p["steps"], seed=seed, log_every=p["log_every"],
+            eval_every=p["eval_every"], save_every=p["save_every"],
+            loss_normalizing="sum", flops_per_step=flops,
+        ),
+        loss_fn=loop.make_token_loss_fn(forward, z_loss=p["z_loss"]),
+        params=params,
+        optimizer=tx,
+        schedule=schedule,
+        train_data=train_data,
+        ckpt_dir=Path(ckpt_dir).resolve(),
+        # the running metrics log lives with the checkpoints (it must survive a rerun, which
+        # deletes declared outputs); it is copied into the outputs at the end
+        metrics_path=Path(ckpt_dir) / "metrics.jsonl",
+        eval_batches=lambda: data.seq2seq_eval_batches(
+            valid_sources, p["batch_size"], lengths, p["eval_batches"]
+        ),
+        params_out=out_dir / "params.npz",
+        best_params_out=out_dir / "best_params.npz",
+        summary_path=out_dir / "summary.json",
+    )
+    _copy_atomic(Path(ckpt_dir) / "metrics.jsonl", out_dir / "metrics.jsonl")
+    summary = {
+        "task": meta["task"],
+        "step": int(result.step),
+        "best": result.best,
+        "last_eval": result.last_eval,
+        "resumed_from": result.resumed_from,
+        "parameters": int(sum(np.size(x) for x in _leaves(params))),
+    }
+    log.info("pretrained %s: %s", meta["task"], summary)
+    return summary
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    import os
+    import shutil
+
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _leaves(tree):
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)

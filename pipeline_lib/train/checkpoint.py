@@ -1,0 +1,219 @@
+"""Resumable checkpoints (orbax v0 `CheckpointManager`) and atomic parameter export.
+
+Where checkpoints live: in a directory the caller passes that is **not** a declared output of
+the Snakemake rule (conventions §4.1: Snakemake deletes declared outputs before a job starts,
+and `update()` rolls a failed job's directory back). The rule declares only the small final
+artifacts (`export_params` below, metrics); a killed job leaves no output, the rerun finds the
+checkpoint directory and resumes from its latest step.
+
+Layout: `<dir>/<step>/{state,meta}`: `state` is the pytree (params, optimizer state, step, RNG
+key data) saved with `StandardSave`, `meta` a JSON item (data-iterator position, best-eval
+record, seed). Orbax writes a step into a temporary directory and renames it when complete
+(on GCS it writes a commit marker instead), so a job killed mid-save never leaves a
+half-written step that `latest_step()` would pick; leftovers are deleted on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_dtypes
+import numpy as np
+import orbax.checkpoint as ocp
+
+from pipeline_lib.train.optim import path_str
+
+log = logging.getLogger(__name__)
+PyTree = Any
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory or parameter file that is missing, unreadable or inconsistent."""
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def abstract_like(tree: PyTree) -> PyTree:
+    """ShapeDtypeStructs (with shardings) of a live pytree: the restore target."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpointer:
+    """Periodic, keep-last-N, auto-resumable checkpoints of (state pytree, JSON meta).
+
+    keep: the newest `keep` steps are kept. keep_period: steps divisible by it are kept as
+    well (e.g. the 5k/10k pre-training steps used downstream). async_save: writing to disk
+    happens in a background thread after the arrays were copied to host memory.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int = 3,
+        keep_period: int | None = None,
+        async_save: bool = True,
+        create: bool = True,
+    ):
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointError(
+                f"{self.directory}: checkpoint path exists but is not a directory"
+            )
+        if not create and not self.directory.is_dir():
+            raise CheckpointError(f"{self.directory}: checkpoint directory not found")
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            keep_period=keep_period,
+            create=create,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+        )
+        try:
+            self._manager = ocp.CheckpointManager(
+                self.directory.absolute(), options=options, item_names=("state", "meta")
+            )
+        except Exception as e:  # orbax raises assorted types for unreadable directories
+            raise CheckpointError(
+                f"{self.directory}: cannot open checkpoints ({_one_line(e)})"
+            ) from e
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: PyTree, meta: dict) -> None:
+        """Save `step` (a no-op if that step is already on disk)."""
+        if step in self._manager.all_steps():
+            return
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,  # the caller decides when to save
+        )
+
+    def restore(self, abstract_state: PyTree, step: int | None = None) -> tuple[PyTree, dict]:
+        """(state, meta) of `step` (default: latest). `abstract_state` fixes structure and shardings."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{self.directory}: no checkpoint to restore")
+        if step not in self._manager.all_steps():
+            raise CheckpointError(f"{self.directory}: no checkpoint for step {step}")
+        where = self.directory / str(step)
+        try:
+            out = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:
+            raise CheckpointError(
+                f"{where}: corrupt or incompatible checkpoint ({_one_line(e)})"
+            ) from e
+        if out["meta"] is None or out["state"] is None:
+            raise CheckpointError(f"{where}: checkpoint is missing its state or meta item")
+        return out["state"], dict(out["meta"])
+
+    def delete(self, step: int) -> None:
+        self._manager.delete(step)
+
+    def wait(self) -> None:
+        """Block until background saves are on disk (call before exiting or raising)."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- exported parameters -------------------------------------------------------------------
+
+
+def _to_host(x) -> np.ndarray:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        # multi-host with parameters split over hosts: a collective, every process calls it
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def flatten_params(params: PyTree) -> dict[str, np.ndarray]:
+    """{'encoder/layers_0/attention/query/kernel': array, ...} (NNX `.value` dropped)."""
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        key = path_str(path)
+        if key in flat:
+            raise ValueError(f"two parameters flatten to the same name {key!r}")
+        arr = _to_host(leaf)
+        if arr.dtype == ml_dtypes.bfloat16:  # npz has no bfloat16; f32 holds it exactly
+            arr = arr.astype(np.float32)
+        flat[key] = arr
+    return flat
+
+
+def export_params(params: PyTree, path: str | os.PathLike) -> Path:
+    """Write params to an .npz (keys = '/'-joined paths) atomically: temp file, fsync, rename.
+
+    Call it on every process of a multi-host job; only process 0 writes.
+    """
+    path = Path(path)
+    flat = flatten_params(params)
+    if jax.process_index() != 0:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **flat)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_params(path: str | os.PathLike, like: PyTree | None = None) -> PyTree:
+    """Read an `export_params` file: the flat dict, or (with `like`) a pytree shaped like `like`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: parameter file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            flat = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable parameter file ({_one_line(e)})") from e
+    if like is None:
+        return flat
+
+    def fill(p, leaf):
+        key = path_str(p)
+        if key not in flat:
+            raise CheckpointError(f"{path}: no parameter {key!r}")
+        if flat[key].shape != tuple(leaf.shape):
+            raise CheckpointError(
+                f"{path}: {key!r} has shape {flat[key].shape}, expected {tuple(leaf.shape)}"
+            )
+        return flat[key].astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, like)
