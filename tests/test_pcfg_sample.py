@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_pcfg_support import BruteForce, enumerate_language, finite_grammar
 
 from pipeline_lib.pcfg.generate import RELEASED_LIKE_SHAPE, GrammarShape, generate_grammar
 from pipeline_lib.pcfg.grammar_io import format_nltk_grammar, parse_nltk_grammar
@@ -13,7 +14,6 @@ from pipeline_lib.pcfg.sample import (
     sample_sentences,
     sentences_to_text,
 )
-from test_pcfg_support import BruteForce, enumerate_language, finite_grammar
 
 
 def as_tuples(sentences):
@@ -81,3 +81,32 @@ def test_released_like_shape_gives_released_sizes_and_bad_shapes_are_rejected() 
     assert (grammar.n_nonterminals, grammar.n_terminals, len(grammar.unary_rules)) == (50, 200, 9)
     with pytest.raises(ValueError, match="nonterminals_per_level"):
         generate_grammar(GrammarShape(n_roots=1, nonterminals_per_level=5), seed=0)
+
+
+def test_any_prefix_of_a_block_is_reproduced_exactly() -> None:
+    grammar = finite_grammar()
+    block = as_tuples(sample_sentences(grammar, SAMPLER_BLOCK_SIZE, seed=4))
+    for count in (1, 5, 333):
+        assert as_tuples(sample_sentences(grammar, count, seed=4)) == block[:count]
+    assert as_tuples(sample_sentences(grammar, 10, seed=4, start_index=SAMPLER_BLOCK_SIZE - 3))[:3] == block[-3:]
+
+
+def test_impossible_length_limit_raises_a_sampling_error(monkeypatch) -> None:
+    from pipeline_lib.pcfg import sample as sample_module
+    from pipeline_lib.pcfg.errors import SamplingError
+
+    grammar = parse_nltk_grammar("S -> X X [1.0]\nX -> Y Y [1.0]\nY -> 'a' [1.0]\n")  # always 4 words
+    monkeypatch.setattr(sample_module, "_MAX_REJECTIONS_PER_SENTENCE", 3)
+    with pytest.raises(SamplingError, match="shorter than 4 words"):
+        sample_sentences(grammar, 10, seed=0, length_limit=4)
+    assert all(len(s) == 4 for s in sample_sentences(grammar, 10, seed=0, length_limit=5))
+
+
+def test_length_limits_beyond_int64_path_keys_still_sample_in_order() -> None:
+    # Sentences over 64 words need path keys wider than int64.
+    grammar = parse_nltk_grammar("S -> S S [0.48] | 'a' [0.26] | 'b' [0.26]\n")
+    sentences = sample_sentences(grammar, 400, seed=1, length_limit=200)
+    lengths = [len(s) for s in sentences]
+    assert max(lengths) < 200 and max(lengths) > 64
+    again = sample_sentences(grammar, 400, seed=1, length_limit=200)
+    assert as_tuples(sentences) == as_tuples(again)

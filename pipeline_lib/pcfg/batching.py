@@ -98,3 +98,34 @@ def iterate_batches(
             batch_lengths[row] = len(sentence)
             indices[row] = sentence_index
         yield PaddedBatch(indices=indices, ids=ids, lengths=batch_lengths)
+
+
+def iterate_length_buckets(
+    sentences: Sequence[np.ndarray], batch_size: int, length_multiple: int = 4
+) -> Iterator[PaddedBatch]:
+    """Like :func:`iterate_batches`, but every batch holds one padded-length bucket only.
+
+    Sentences are grouped by their length rounded up to ``length_multiple`` and
+    each group is cut into batches of exactly ``batch_size`` rows (the last one
+    filled with dummy rows), so no sentence is padded beyond its own bucket and
+    there is still one compiled shape per padded length.
+    """
+    if batch_size < 1 or length_multiple < 1:
+        raise ValueError("batch_size and length_multiple must be >= 1")
+    lengths = np.asarray([len(s) for s in sentences], dtype=np.int32)
+    padded = -(-lengths // length_multiple) * length_multiple
+    order = np.lexsort((lengths, padded))
+    boundaries = np.flatnonzero(np.diff(padded[order])) + 1
+    for group in np.split(order, boundaries) if len(order) else []:
+        n_pad = int(padded[group[0]])
+        for first in range(0, len(group), batch_size):
+            chosen = group[first : first + batch_size]
+            ids = np.zeros((batch_size, n_pad), dtype=np.int32)
+            batch_lengths = np.ones(batch_size, dtype=np.int32)
+            indices = np.full(batch_size, -1, dtype=np.int64)
+            for row, sentence_index in enumerate(chosen):
+                sentence = sentences[sentence_index]
+                ids[row, : len(sentence)] = sentence
+            batch_lengths[: len(chosen)] = lengths[chosen]
+            indices[: len(chosen)] = chosen
+            yield PaddedBatch(indices=indices, ids=ids, lengths=batch_lengths)

@@ -1,4 +1,9 @@
-"""Batched inside and Viterbi charts in JAX (pure functions over padded batches).
+"""Batched inside and Viterbi charts in JAX (pure functions over padded batches): the reference implementation.
+
+The sentence-level functions of :mod:`inside`, :mod:`viterbi`, :mod:`labels`
+and :mod:`conditionals` run on :mod:`fastchart`, which computes the same
+quantities with length pruning and a batch-minor layout (and is tested
+against this module).  :func:`span_marginals` is still computed here.
 
 Chart layout: ``chart[b, i, w - 1, A]`` is the cell of the span ``[i, i + w)``
 of sentence ``b``.  A Python loop over span widths is unrolled at trace time;
@@ -15,8 +20,7 @@ probabilities, so the binary step is either
   ``(R, N)`` matmul that sums rules into their left-hand side.
 
 ``"dense"`` is the default: on the released grammar (N = 50, R = 556) it was
-measured 1.1-1.8x faster than ``"sparse"`` on CPU (``benchmarks/pcfg_parse.py``,
-batch 128 and 64).
+measured 1.1-1.8x faster than ``"sparse"`` on CPU (batch 128 and 64).
 
 All scales are ``stop_gradient``-ed constants, so the chart is a multilinear
 function of the leaf vectors and ``jax.grad`` of ``log Z`` with respect to the

@@ -1,4 +1,9 @@
-"""Inside and outside quantities for lists of sentences (host-side batching around :mod:`chart`).
+"""Inside and outside quantities for lists of sentences (host-side batching around :mod:`fastchart`).
+
+Sentences are grouped into batches of one padded length each
+(:func:`batching.iterate_length_buckets`); batches are dispatched ahead so
+JAX computes while the host unpacks.  Span marginals still use the
+reference :mod:`chart`.
 
 Sentences are lists of terminal-id arrays (see :func:`batching.encode_sentences`);
 ids equal to ``UNKNOWN_WORD_ID`` give an exact zero probability.  Results come
@@ -7,16 +12,20 @@ back as numpy arrays in the caller's sentence order.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from pipeline_lib.pcfg import chart
-from pipeline_lib.pcfg.batching import PaddedBatch, iterate_batches
+from pipeline_lib.pcfg import chart, fastchart
+from pipeline_lib.pcfg.batching import PaddedBatch, iterate_batches, iterate_length_buckets
 from pipeline_lib.pcfg.grammar import Grammar
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_LENGTH_MULTIPLE = 4
+# Batches dispatched ahead of the one being read back: JAX runs them
+# asynchronously while the host unpacks earlier results.
+_IN_FLIGHT = 4
 
 
 def map_batches(
@@ -32,6 +41,40 @@ def map_batches(
                 yield int(index), row, outputs
 
 
+def fast_batches(
+    grammar: Grammar,
+    sentences: Sequence[np.ndarray],
+    batch_size: int,
+    kind: str,
+    method: chart.InsideMethod = "dense",
+) -> Iterator[tuple[PaddedBatch, tuple[np.ndarray, ...]]]:
+    """``(batch, numpy outputs)`` of :func:`fastchart.compiled` ``kind`` over length-bucketed batches.
+
+    Up to ``_IN_FLIGHT`` batches are dispatched before the oldest is read
+    back, so device work overlaps the caller's host-side processing.
+    """
+    queue: deque = deque()
+    for batch in iterate_length_buckets(sentences, batch_size, DEFAULT_LENGTH_MULTIPLE):
+        function = fastchart.compiled(grammar, batch.ids.shape[1], kind, method)
+        queue.append((batch, function(batch.ids, batch.lengths)))
+        if len(queue) > _IN_FLIGHT:
+            done, outputs = queue.popleft()
+            yield done, tuple(np.asarray(x) for x in _as_tuple(outputs))
+    while queue:
+        done, outputs = queue.popleft()
+        yield done, tuple(np.asarray(x) for x in _as_tuple(outputs))
+
+
+def _as_tuple(outputs) -> tuple:
+    return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+def _real_rows(batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, sentence indices) of the non-dummy rows of ``batch``."""
+    rows = np.flatnonzero(batch.indices >= 0)
+    return rows, batch.indices[rows]
+
+
 def sentence_log_probs(
     grammar: Grammar,
     sentences: Sequence[np.ndarray],
@@ -40,11 +83,12 @@ def sentence_log_probs(
     method: chart.InsideMethod = "dense",
 ) -> np.ndarray:
     """``log P(x)`` summed over all trees, per sentence (``-inf`` if impossible)."""
-    tensors = chart.chart_tensors(grammar)
     result = np.empty(len(sentences))
-    compute = lambda b: chart.inside_log_chart(tensors, b.ids, b.lengths, method=method)[:1]  # noqa: E731
-    for index, row, (log_z,) in map_batches(sentences, batch_size, compute):
-        result[index] = log_z[row]
+    # The "prefix" program (log Z and the cells [0, w)) is the one task labels use:
+    # sharing it saves a compilation per padded length.
+    for batch, (log_z, _) in fast_batches(grammar, sentences, batch_size, "prefix", method):
+        rows, indices = _real_rows(batch)
+        result[indices] = log_z[rows]
     return result
 
 
@@ -59,12 +103,11 @@ def inside_log_charts(
 
     Inside scores include unary chains (post-unary), as in the original labeller.
     """
-    tensors = chart.chart_tensors(grammar)
     charts: list[np.ndarray] = [np.empty(0)] * len(sentences)
-    compute = lambda b: chart.inside_log_chart(tensors, b.ids, b.lengths, method=method)[1:]  # noqa: E731
-    for index, row, (log_chart,) in map_batches(sentences, batch_size, compute):
-        n = len(sentences[index])
-        charts[index] = log_chart[row, :n, :n]
+    for batch, (_, log_chart) in fast_batches(grammar, sentences, batch_size, "log_chart", method):
+        for row, index in zip(*_real_rows(batch)):
+            n = len(sentences[index])
+            charts[index] = log_chart[row, :n, :n]
     return charts
 
 
@@ -79,13 +122,12 @@ def leaf_outside_scores(
 
     For zero-probability sentences the outside array is all zeros.
     """
-    tensors = chart.chart_tensors(grammar)
     log_z = np.empty(len(sentences))
     outside: list[np.ndarray] = [np.empty(0)] * len(sentences)
-    compute = lambda b: chart.leaf_outside(tensors, b.ids, b.lengths, method=method)  # noqa: E731
-    for index, row, (batch_log_z, gradient) in map_batches(sentences, batch_size, compute):
-        log_z[index] = batch_log_z[row]
-        outside[index] = gradient[row, : len(sentences[index])]
+    for batch, (batch_log_z, gradient) in fast_batches(grammar, sentences, batch_size, "leaf_outside", method):
+        for row, index in zip(*_real_rows(batch)):
+            log_z[index] = batch_log_z[row]
+            outside[index] = gradient[row, : len(sentences[index])]
     return log_z, outside
 
 

@@ -29,7 +29,7 @@ from pipeline_lib.pcfg import chart
 from pipeline_lib.pcfg.atomic import atomic_open
 from pipeline_lib.pcfg.errors import PcfgError
 from pipeline_lib.pcfg.grammar import Grammar
-from pipeline_lib.pcfg.inside import DEFAULT_BATCH_SIZE, inside_log_charts
+from pipeline_lib.pcfg.inside import DEFAULT_BATCH_SIZE, fast_batches
 from pipeline_lib.pcfg.sample import (
     DEFAULT_LENGTH_LIMIT,
     STREAM_DOWNSTREAM_TRAIN,
@@ -105,8 +105,15 @@ def task_labels(
     for number, sentence in enumerate(inputs):
         if span_end is not None and len(sentence) < span_end:
             raise PcfgError(f"sentence {number + 1} has {len(sentence)} words; task {task} labels the span [0, {span_end})")
-    charts = inside_log_charts(grammar, inputs, batch_size=batch_size, method=method)
-    return labels_from_log_charts(grammar, charts, task)
+    # Only the cells [0, end) are needed: compute the chart but read back just
+    # I(., 0, w) for every w (what labels_from_log_charts reads from the full chart).
+    space = task_label_space(grammar, task)
+    labels = np.empty(len(inputs), dtype=np.int64)
+    for batch, (_, prefix) in fast_batches(grammar, inputs, batch_size, "prefix", method):
+        rows = np.flatnonzero(batch.indices >= 0)
+        scores = prefix[rows, batch.lengths[rows] - 1][:, space.candidates]  # (R, candidates)
+        labels[batch.indices[rows]] = space.label_ids[np.argmax(scores, axis=1)]  # argmax keeps the first maximum
+    return labels
 
 
 def is_downstream_length(length: int) -> bool:
