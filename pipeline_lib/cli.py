@@ -60,6 +60,67 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_downstream(args) -> int:
+    from pipeline_lib.data.downstream import build_downstream
+    from pipeline_lib.data.layout_config import layout_from_config
+
+    cfg = _config_from_args(args)
+    if args.name not in cfg["downstream"]:
+        raise ConfigError(f"--name: {args.name!r} is not defined under downstream; "
+                          f"allowed: {', '.join(cfg['downstream'])}")
+    spec = dict(cfg["downstream"][args.name])
+    if args.source:  # the rule passes the PCFG stage's directory as an input
+        spec["source"] = args.source
+    spec["cache_dir"] = args.cache_dir
+    layout = layout_from_config(cfg, cache_dir=args.cache_dir)
+    build_downstream(args.name, spec, layout, Path(args.out))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from pipeline_lib.finetune import finetune_t5
+
+    cfg = _config_from_args(args)
+    if args.downstream not in cfg["downstream"]:
+        raise ConfigError(f"--downstream: {args.downstream!r} is not defined under downstream")
+    init_params = None if args.init_params in (None, "", "none") else Path(args.init_params)
+    finetune_t5(
+        cfg, args.downstream, Path(args.data), args.source, args.init, init_params, args.seed,
+        Path(args.out), Path(args.ckpt_dir),
+    )
+    return 0
+
+
+def cmd_table(args) -> int:
+    from pipeline_lib.wu_tables import write_wu_table
+
+    cfg = _config_from_args(args)
+    write_wu_table(args.which, cfg, [Path(m) for m in args.metrics], Path(args.out_prefix))
+    return 0
+
+
+def cmd_mlm_pretrain(args) -> int:
+    from pipeline_lib.mlm_pretrain import pretrain_bert_mlm
+
+    cfg = _config_from_args(args)
+    for key, value in (("size", args.size), ("optimizer", args.optimizer)):
+        allowed = cfg["liu"][f"{key}s"]
+        if value not in allowed:
+            raise ConfigError(f"--{key}: {value!r} is not in liu.{key}s; "
+                              f"allowed: {', '.join(allowed)}")
+    pretrain_bert_mlm(cfg, args.size, args.optimizer, args.seed, Path(args.data),
+                      Path(args.out), Path(args.ckpt_dir))
+    return 0
+
+
+def cmd_lm_pretrain(args) -> int:
+    from pipeline_lib.lm_pretrain import pretrain_lm
+
+    cfg = _config_from_args(args)
+    pretrain_lm(cfg, args.variant, Path(args.data), Path(args.out), Path(args.ckpt_dir))
+    return 0
+
+
 def cmd_corpus_check(args) -> int:
     from pipeline_lib.data import store
 
@@ -114,6 +175,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for params and metrics")
     p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (not an output)")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser(
+        "downstream", help="build a fine-tuning data set (tokenised, with examples for metrics)"
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--name", required=True, help="downstream task (a key of `downstream`)")
+    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--cache-dir", default="results/cache", help="where gs:// files are cached")
+    p.add_argument("source", nargs="?", help="data directory (overrides downstream.<name>.source)")
+    p.set_defaults(func=cmd_downstream)
+
+    p = sub.add_parser("finetune", help="fine-tune T5 from one init scheme and evaluate it")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--downstream", required=True, help="downstream task name")
+    p.add_argument("--data", required=True, help="downstream data directory")
+    p.add_argument("--source", default="none", help="pre-training corpus of --init-params")
+    p.add_argument("--init", default="random", help="init scheme (pipeline_lib.init_schemes)")
+    p.add_argument("--init-params", help="pre-trained params .npz (schemes that need one)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (model, data, dropout, init)")
+    p.add_argument("--out", required=True, help="output directory (metrics.json, predictions)")
+    p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (not an output)")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("table", help="aggregate fine-tuning metrics into Table 1, 2 or 3")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--which", required=True, choices=["table1", "table2", "table3"])
+    p.add_argument("--out-prefix", required=True, help="writes <prefix>.{csv,md,tex,png}")
+    p.add_argument("metrics", nargs="+", help="metrics.json files of the fine-tuning runs")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("mlm-pretrain", help="BERT MLM pre-training on the PCFG instances")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--size", required=True, help="a key of liu.sizes")
+    p.add_argument("--optimizer", required=True, help="a key of liu.optimizers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", required=True, help="results/pcfg/<grammar>/pretrain")
+    p.add_argument("--out", required=True, help="output directory (step<N>.npz, metrics)")
+    p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (not an output)")
+    p.set_defaults(func=cmd_mlm_pretrain)
+
+    p = sub.add_parser("lm-pretrain", help="decoder-only LM (Primer-EZ, ...) on PCFG sentences")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--variant", required=True,
+                   choices=["primer_ez", "transformer_pp", "vanilla"])
+    p.add_argument("--data", required=True, help="results/pcfg/<grammar>/pretrain")
+    p.add_argument("--out", required=True, help="output directory (summary.json, metrics)")
+    p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (not an output)")
+    p.set_defaults(func=cmd_lm_pretrain)
 
     p = sub.add_parser("corpus-check", help="verify a corpus directory's checksums and counts")
     p.add_argument("dir", help="corpus directory (with meta.json)")

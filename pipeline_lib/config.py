@@ -69,7 +69,7 @@ def _fill_defaults(schema: dict, value: Any) -> Any:
     return value
 
 
-def _semantic_checks(cfg: dict) -> None:
+def _corpora_checks(cfg: dict) -> None:
     from pipeline_lib.data.synthetic import SIMPLE_TASKS
 
     corpora = cfg["corpora"]
@@ -138,10 +138,103 @@ def _semantic_checks(cfg: dict) -> None:
                 )
 
 
+def _experiment_checks(cfg: dict, given: set[str]) -> None:
+    """Fine-tuning and tables: every name must refer to something the config defines
+    (cross-section checks only when the sections were given)."""
+    from pipeline_lib.finetune import OVERRIDABLE
+
+    downstream = cfg["downstream"]
+    adapters = _downstream_adapters()
+    for name, entry in downstream.items():
+        if adapters is not None and entry["adapter"] not in adapters:
+            raise ConfigError(
+                f"downstream.{name}.adapter: unknown adapter {entry['adapter']!r}; "
+                f"allowed: {', '.join(sorted(adapters))}"
+            )
+        if not entry["adapter"].startswith("pcfg_") and not entry["source"] and (
+            entry["loader"] == "local"
+        ):
+            raise ConfigError(
+                f"downstream.{name}.source: the {entry['adapter']} adapter reads a local "
+                "directory or gs:// URI; set source (or loader: tfds / hf)"
+            )
+    if "finetune" not in given:
+        return
+    finetune = cfg["finetune"]
+    for i, task in enumerate(finetune["tasks"]):
+        if task not in downstream:
+            raise ConfigError(
+                f"finetune.tasks[{i}]: {task!r} is not defined under downstream; "
+                f"allowed: {', '.join(downstream) or '(none)'}"
+            )
+    for task, override in finetune["overrides"].items():
+        if task not in downstream:
+            raise ConfigError(f"finetune.overrides.{task}: not a downstream task; "
+                              f"allowed: {', '.join(downstream)}")
+        for key in override:
+            if key not in OVERRIDABLE:
+                raise ConfigError(f"finetune.overrides.{task}.{key}: unknown key; "
+                                  f"allowed: {', '.join(OVERRIDABLE)}")
+    if "tables" not in given:
+        return
+    pretrained = cfg["pretrain"]["tasks"]
+    tables = cfg["tables"]
+    for key, names in (("table1.rows", tables["table1"]["rows"]),
+                       ("table2.sources", tables["table2"]["sources"])):
+        for name in names or []:
+            if name not in pretrained:
+                raise ConfigError(f"tables.{key}: {name!r} is not in pretrain.tasks; "
+                                  f"allowed: {', '.join(pretrained) or '(none)'}")
+    from pipeline_lib.init_schemes import INIT_SCHEMES
+
+    for i, scheme in enumerate(tables["table2"]["schemes"]):
+        if scheme not in INIT_SCHEMES:
+            raise ConfigError(f"tables.table2.schemes[{i}]: unknown init scheme {scheme!r}; "
+                              f"allowed: {', '.join(INIT_SCHEMES)}")
+
+
+def _schedule_checks(where: str, opt: dict, steps: int) -> None:
+    if opt.get("schedule") in ("linear", "polynomial") and opt.get("warmup_steps", 0) >= steps:
+        raise ConfigError(
+            f"{where}.warmup_steps: {opt['warmup_steps']} must be below the {steps} training "
+            f"steps of a {opt['schedule']} schedule"
+        )
+
+
+def _training_checks(cfg: dict) -> None:
+    """Schedules that fit their step counts, export steps inside the run, known size keys."""
+    _schedule_checks("pretrain.optimizer", cfg["pretrain"]["optimizer"], cfg["pretrain"]["steps"])
+    _schedule_checks("finetune.optimizer", cfg["finetune"]["optimizer"], cfg["finetune"]["steps"])
+    _schedule_checks("lm.optimizer", cfg["lm"]["optimizer"], cfg["lm"]["steps"])
+    liu = cfg["liu"]
+    for name, opt in liu["optimizers"].items():
+        _schedule_checks(f"liu.optimizers.{name}", opt, liu["steps"])
+    late = [s for s in liu["checkpoints"] if s > liu["steps"]]
+    if late:
+        raise ConfigError(f"liu.checkpoints: step {late[0]} is beyond liu.steps = {liu['steps']}")
+    target = liu["trace"]["enlarge_to"]
+    if target is not None and target not in liu["sizes"]:
+        raise ConfigError(f"liu.trace.enlarge_to: {target!r} is not a key of liu.sizes; "
+                          f"allowed: {', '.join(liu['sizes'])}")
+    if liu["trace"]["min_samples"] > liu["trace"]["max_samples"]:
+        raise ConfigError("liu.trace.min_samples: must not exceed liu.trace.max_samples")
+
+
+def _downstream_adapters():
+    from pipeline_lib.data.downstream import ADAPTERS
+
+    return ADAPTERS
+
+
 def validate_config(cfg: dict, source: str = "config") -> dict:
     """Validate (and fill defaults into) a config dict; raise ConfigError with one message."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the config must be a mapping of keys to values")
+    # A rule's --spec carries only the sections that rule reads; checks of a section that
+    # was not given are skipped (its schema defaults are filled in but describe nothing real).
+    given = set(cfg)
+    if "tasks" not in (cfg.get("corpora") or {}):
+        given.discard("corpora")  # e.g. only corpora.nonsense_summary, for the vocabulary
     cfg = _fill_defaults(load_schema(), copy.deepcopy(cfg))
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
@@ -149,7 +242,10 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"{source}: {_describe(best)}")
     try:
-        _semantic_checks(cfg)
+        if "corpora" in given:
+            _corpora_checks(cfg)
+        _experiment_checks(cfg, given)
+        _training_checks(cfg)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg

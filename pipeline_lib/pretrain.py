@@ -71,7 +71,7 @@ def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> d
         loop.TrainConfig(
             num_steps=p["steps"], seed=seed, log_every=p["log_every"],
             eval_every=p["eval_every"], save_every=p["save_every"],
-            loss_normalizing="sum", flops_per_step=flops,
+            loss_normalizing="sum", flops_per_step=flops, stop_at=p["stop_at_accuracy"],
         ),
         loss_fn=loop.make_token_loss_fn(forward, z_loss=p["z_loss"]),
         params=params,
@@ -89,7 +89,7 @@ def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> d
         best_params_out=out_dir / "best_params.npz",
         summary_path=out_dir / "summary.json",
     )
-    _copy_atomic(Path(ckpt_dir) / "metrics.jsonl", out_dir / "metrics.jsonl")
+    copy_atomic(Path(ckpt_dir) / "metrics.jsonl", out_dir / "metrics.jsonl")
     summary = {
         "task": meta["task"],
         "step": int(result.step),
@@ -102,7 +102,7 @@ def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> d
     return summary
 
 
-def _copy_atomic(src: Path, dest: Path) -> None:
+def copy_atomic(src: Path, dest: Path) -> None:
     import os
     import shutil
 

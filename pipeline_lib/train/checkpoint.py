@@ -205,15 +205,20 @@ def load_params(path: str | os.PathLike, like: PyTree | None = None) -> PyTree:
         raise CheckpointError(f"{path}: unreadable parameter file ({_one_line(e)})") from e
     if like is None:
         return flat
+    return unflatten_like(flat, like, where=str(path))
+
+
+def unflatten_like(flat: dict[str, np.ndarray], like: PyTree, where: str = "params") -> PyTree:
+    """A pytree shaped like `like` from a `flatten_params` dict (dtypes of `like`)."""
 
     def fill(p, leaf):
         key = path_str(p)
         if key not in flat:
-            raise CheckpointError(f"{path}: no parameter {key!r}")
+            raise CheckpointError(f"{where}: no parameter {key!r}")
         if flat[key].shape != tuple(leaf.shape):
             raise CheckpointError(
-                f"{path}: {key!r} has shape {flat[key].shape}, expected {tuple(leaf.shape)}"
+                f"{where}: {key!r} has shape {flat[key].shape}, expected {tuple(leaf.shape)}"
             )
-        return flat[key].astype(leaf.dtype)
+        return np.asarray(flat[key]).astype(leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(fill, like)

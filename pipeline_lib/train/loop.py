@@ -303,6 +303,9 @@ class TrainConfig:
     peak_flops_per_device: float | None = None
     async_checkpointing: bool = True
     select_metric: str = "accuracy"  # best checkpoint = max of this eval metric (Wu et al.)
+    # stop at the first evaluation whose select_metric reaches this value (Wu et al.'s
+    # simple tasks: pre-train until the validation token accuracy threshold); None: never
+    stop_at: float | None = None
     # XLA options for the train/eval step compilations, e.g. {"xla_cpu_use_fusion_emitters":
     # False} compiles toy models ~3x faster on CPU (where compile time dominates short runs)
     compiler_options: Mapping[str, Any] | None = None
@@ -573,7 +576,15 @@ def train(
     step = int(jax.device_get(state.step))
     pending: list[dict] = []  # device metrics of the steps since the last log line
     meter = _Throughput(config)
-    while step < config.num_steps:
+    def reached_stop() -> bool:
+        return (
+            config.stop_at is not None
+            and last_eval is not None
+            and last_eval["metrics"].get(config.select_metric, -math.inf) >= config.stop_at
+        )
+
+    stopped = reached_stop()  # a resumed run that had already stopped stays stopped
+    while step < config.num_steps and not stopped:
         batch = mesh_lib.shard_batch(next(train_data), mesh)
         state, metrics = step_fn(state, batch, key)
         step += 1
@@ -596,8 +607,12 @@ def train(
         )
         if evaluating:
             run_eval(step)
+        stopped = evaluating and reached_stop()
         if step % config.save_every == 0 or evaluating or last:
             save(step)
+        if stopped:
+            log.info("step %d: %s reached %s, stopping", step, config.select_metric,
+                     config.stop_at)
 
     check_finite(step)
     ckpt.wait()

@@ -99,3 +99,163 @@ def pretrain_spec_json(wildcards):
         },
         sort_keys=True,
     )
+
+
+# --- fine-tuning and tables (Wu et al. 2022) -------------------------------------------------
+
+DOWNSTREAM = config["downstream"]
+FINETUNE = config["finetune"]
+TABLES = config["tables"]
+PRETRAIN_TASKS = config["pretrain"]["tasks"]
+OFF_THE_SHELF = "off_the_shelf"
+# Runs that start from no checkpoint are keyed by the source "none".
+NO_SOURCE = "none"
+
+
+wildcard_constraints:
+    downstream="|".join(DOWNSTREAM),
+    source="|".join([NO_SOURCE, OFF_THE_SHELF, *TASKS]),
+    init=r"[A-Za-z_]+|preattn_ln_[0-9.e+-]+",
+    seed=r"\d+",
+    table="table1|table2|table3",
+
+
+def preattn_ln_init(value):
+    """Table 3 init id (pipeline_lib.init_schemes.preattn_ln_scheme: repr of the float)."""
+    return f"preattn_ln_{float(value)!r}"
+
+
+def table_runs(table):
+    """(source, init) pairs, i.e. the rows, of one table; every table has random init."""
+    runs = [(NO_SOURCE, "random")]
+    if table == "table1":
+        rows = TABLES["table1"]["rows"] or PRETRAIN_TASKS
+        runs += [(task, FINETUNE["pretrained_init"]) for task in rows]
+        if TABLES["table1"]["off_the_shelf"]:
+            runs.append((OFF_THE_SHELF, FINETUNE["pretrained_init"]))
+    elif table == "table2":
+        for source in TABLES["table2"]["sources"] or PRETRAIN_TASKS:
+            runs.append((source, "pretrained"))
+            runs += [(source, scheme) for scheme in TABLES["table2"]["schemes"]]
+    else:
+        runs += [(NO_SOURCE, preattn_ln_init(v)) for v in TABLES["table3"]["ln_values"]]
+    return runs
+
+
+def finetune_metrics(runs):
+    return [
+        f"results/finetune/{downstream}/{source}/{init}/{seed}/metrics.json"
+        for source, init in runs
+        for downstream in FINETUNE["tasks"]
+        for seed in FINETUNE["seeds"]
+    ]
+
+
+def table_inputs(wildcards):
+    return finetune_metrics(table_runs(wildcards.table))
+
+
+def tables_spec_json(wildcards):
+    return json.dumps(
+        {
+            "seed": config["seed"],
+            "vocab": config["vocab"],
+            "pretrain": {"tasks": PRETRAIN_TASKS, "model": config["pretrain"]["model"]},
+            "finetune": FINETUNE,
+            "tables": TABLES,
+            "downstream": DOWNSTREAM,
+        },
+        sort_keys=True,
+    )
+
+
+def _needs_checkpoint(init):
+    return init != "random" and not init.startswith("preattn_ln_")
+
+
+def finetune_init_input(wildcards):
+    """The pre-trained parameters the init scheme reads (none for random / Table 3 inits)."""
+    if not _needs_checkpoint(wildcards.init):
+        return []
+    if wildcards.source == NO_SOURCE:
+        raise WorkflowError(
+            f"init {wildcards.init!r} needs a pre-trained source, got {NO_SOURCE!r}"
+        )
+    name = "best_params" if config["pretrain"]["checkpoint"] == "best" else "params"
+    return f"results/pretrain/{wildcards.source}/{name}.npz"
+
+
+def finetune_init_param(wildcards, input):
+    return input.init or "none"
+
+
+def finetune_spec_json(wildcards):
+    """What one fine-tuning run depends on (not the tables, seeds list or other tasks)."""
+    return json.dumps(
+        {
+            "seed": config["seed"],
+            "vocab": config["vocab"],
+            "pretrain": {"model": config["pretrain"]["model"]},
+            "downstream": {wildcards.downstream: DOWNSTREAM[wildcards.downstream]},
+            "finetune": FINETUNE
+            | {"tasks": [wildcards.downstream], "seeds": [int(wildcards.seed)]}
+            | {
+                "overrides": {
+                    k: v for k, v in FINETUNE["overrides"].items() if k == wildcards.downstream
+                }
+            },
+        },
+        sort_keys=True,
+    )
+
+
+def downstream_source_input(wildcards):
+    """The PCFG stage's task directory for pcfg_*, a configured local source, or nothing."""
+    entry = DOWNSTREAM[wildcards.downstream]
+    if entry["adapter"].startswith("pcfg_"):
+        task = entry["adapter"].split("_", 1)[1]
+        return f"results/pcfg/{PCFG_GRAMMAR}/downstream/{task}"
+    source = entry["source"]
+    return [source] if source and "://" not in source else []
+
+
+def downstream_spec_json(wildcards):
+    return json.dumps(
+        {
+            "seed": config["seed"],
+            "vocab": config["vocab"],
+            "corpora": {"nonsense_summary": config["corpora"]["nonsense_summary"]},
+            "downstream": {wildcards.downstream: DOWNSTREAM[wildcards.downstream]},
+        },
+        sort_keys=True,
+    )
+
+
+# --- Liu et al. 2023 and the decoder LMs ------------------------------------------------------
+
+LIU = config["liu"]
+
+
+wildcard_constraints:
+    size="|".join(LIU["sizes"]),
+    optimizer="|".join(LIU["optimizers"]),
+    variant="primer_ez|transformer_pp|vanilla",
+    step=r"\d+",
+
+
+def liu_spec_json(wildcards):
+    """The liu section (sizes/optimizers narrowed to the run's) and the root seed."""
+    liu = LIU | {
+        "sizes": {k: v for k, v in LIU["sizes"].items() if k == wildcards.size},
+        "optimizers": {k: v for k, v in LIU["optimizers"].items() if k == wildcards.optimizer},
+        "seeds": [int(wildcards.seed)],
+    }
+    return json.dumps(
+        {"seed": config["seed"], "vocab": config["vocab"], "liu": liu}, sort_keys=True
+    )
+
+
+def lm_spec_json(wildcards):
+    return json.dumps(
+        {"seed": config["seed"], "vocab": config["vocab"], "lm": config["lm"]}, sort_keys=True
+    )

@@ -1,0 +1,1 @@
+"""Evaluation: decoding, metrics, exact MLM loss, Hessian trace, enlargement, probes."""

@@ -1,0 +1,191 @@
+"""BERT MLM pre-training on the PCFG corpus (Liu, Xie, Li & Ma 2023), as the `mlm_pretrain` rule runs it.
+
+One run = (model size, optimizer, seed). The instances are the PCFG stage's BERT-masked arrays
+(`pcfg/<grammar>/pretrain`: input_ids, input_mask, masked_lm_positions, masked_lm_ids,
+masked_lm_weights); the last `eval_instances` rows are held out for validation. The loss is
+the mean cross-entropy over the masked tokens (BERT's), predicted sparsely at the masked
+positions only (academic-budget-bert). AdamW as academic-budget-bert (betas 0.9/0.98, eps 1e-6,
+decay 0.01 except biases, norms and the pooler) or SGD (the paper's Fig. 3 runs), each with
+the configured schedule; the reference's runs that "continue training after convergence" use
+a warmup then a constant learning rate, and `checkpoints` exports the parameters at chosen
+steps along the way (`step<N>.npz`), which the evaluation rules read.
+
+Resume: orbax state in `ckpt_dir` (outside the declared outputs); exported steps are written
+there first (atomically) and copied into the outputs at the end, so a killed run that resumes
+past an exported step still delivers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+INSTANCE_FIELDS = (
+    "input_ids", "input_mask", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
+)
+
+
+def load_instances(pretrain_dir: Path) -> dict[str, np.ndarray]:
+    """The memory-mapped MLM instance arrays of a `pcfg build-pretrain` directory."""
+    out = {}
+    for name in INSTANCE_FIELDS:
+        path = Path(pretrain_dir) / f"{name}.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: MLM instances missing (run the pcfg_pretrain rule)")
+        out[name] = np.load(path, mmap_mode="r")
+    return out
+
+
+def vocab_size(data_dir: Path) -> int:
+    """Size of the `vocab.txt` next to the PCFG arrays (one token per line)."""
+    path = Path(data_dir) / "vocab.txt"
+    return len(path.read_text().splitlines())
+
+
+def run_seeds(root_seed: int, seed: int, name: str) -> dict[str, int]:
+    """Independent seeds for model init, data order and dropout of one run."""
+    children = np.random.SeedSequence([root_seed, seed, zlib.crc32(name.encode())]).spawn(3)
+    return {n: int(c.generate_state(1)[0] >> 1) for n, c in zip(("model", "data", "dropout"), children)}
+
+
+def bert_for_size(liu: dict, size: str, vocab: int, num_labels: int = 0, probe_length: int = 20):
+    """The BertConfig of `liu.sizes[size]` for the PCFG vocabulary."""
+    from pipeline_lib.models.bert import bert_config, padded_vocab_size
+
+    entry = liu["sizes"][size]
+    return bert_config(
+        entry["preset"],
+        prefix=f"liu.sizes.{size}",
+        **{
+            "vocab_size": padded_vocab_size(vocab),
+            "num_labels": num_labels,
+            "probe_length": probe_length,
+            **entry.get("overrides", {}),
+        },
+    )
+
+
+def mlm_logits_fn(graphdef):
+    """(params, batch, rng) -> logits at the masked positions [b, p, vocab]."""
+    from pipeline_lib.models.bert import bert_mlm_logits
+
+    def forward(params, batch, rng):
+        return bert_mlm_logits(
+            graphdef, params, batch["input_ids"], batch["input_mask"],
+            masked_positions=batch["masked_lm_positions"],
+            dropout_rng=rng, deterministic=rng is None,
+        )
+
+    return forward
+
+
+def pretrain_bert_mlm(
+    cfg: dict, size: str, optimizer: str, seed: int, data_dir: Path, out_dir: Path, ckpt_dir: Path
+) -> dict:
+    import flax.nnx as nnx
+
+    from pipeline_lib.data.store import write_json_atomic
+    from pipeline_lib.models.bert import Bert, bert_matmul_flops
+    from pipeline_lib.pretrain import copy_atomic
+    from pipeline_lib.train import checkpoint, data, loop, optim
+
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    liu = cfg["liu"]
+    seeds = run_seeds(int(cfg["seed"]), seed, f"mlm/{size}/{optimizer}")
+    arrays = load_instances(data_dir)
+    n = len(arrays["input_ids"])
+    held = min(liu["eval_instances"], n // 10)
+    if held < 1:
+        raise ValueError(f"{data_dir}: {n} MLM instances are too few to hold out a validation set")
+    train_arrays = {k: v[: n - held] for k, v in arrays.items()}
+    valid_arrays = {k: np.asarray(v[n - held:]) for k, v in arrays.items()}
+    model_cfg = bert_for_size(liu, size, vocab_size(data_dir))
+    model = Bert(model_cfg, rngs=nnx.Rngs(params=seeds["model"]))
+    graphdef, params = nnx.split(model)
+    opt = liu["optimizers"][optimizer]
+    steps = int(liu["steps"])
+    tx, schedule = optim.make_optimizer(
+        optim.OptimizerConfig(
+            name=opt["name"], schedule=opt["schedule"], learning_rate=opt["learning_rate"],
+            warmup_steps=opt["warmup_steps"], total_steps=steps,
+            grad_clip_norm=opt.get("grad_clip_norm"),
+        )
+    )
+    batch = int(liu["batch_size"])
+
+    def transform(b):
+        return {**b, "masked_lm_weights": b["masked_lm_weights"].astype(np.float32)}
+
+    forward = mlm_logits_fn(graphdef)
+    ckpt_dir = Path(ckpt_dir).resolve()
+    exports = ckpt_dir / "exports"
+    wanted = sorted(set(int(s) for s in liu["checkpoints"]))
+
+    def export(params, step):
+        if step in wanted:
+            checkpoint.export_params(params, exports / f"step{step}.npz")
+        return {}
+
+    width = arrays["input_ids"].shape[1]
+    predictions = arrays["masked_lm_positions"].shape[1]
+    result = loop.train(
+        loop.TrainConfig(
+            num_steps=steps, seed=seeds["dropout"], log_every=liu["log_every"],
+            eval_every=_gcd_period(wanted), save_every=liu["save_every"],
+            loss_normalizing="mean",
+            flops_per_step=3 * bert_matmul_flops(model_cfg, batch, width, predictions),
+            select_metric="accuracy",
+        ),
+        loss_fn=loop.make_token_loss_fn(
+            forward, targets_key="masked_lm_ids", weights_key="masked_lm_weights"
+        ),
+        params=params,
+        optimizer=tx,
+        schedule=schedule,
+        train_data=data.ArrayPipeline(
+            train_arrays, batch, seeds["data"], transform=transform, name="mlm"
+        ),
+        ckpt_dir=ckpt_dir,
+        metrics_path=ckpt_dir / "metrics.jsonl",
+        eval_batches=lambda: _valid_batches(transform(valid_arrays), batch),
+        eval_fn=export,
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for step in wanted:
+        copy_atomic(exports / f"step{step}.npz", out_dir / f"step{step}.npz")
+    copy_atomic(ckpt_dir / "metrics.jsonl", out_dir / "metrics.jsonl")
+    summary = {
+        "size": size, "optimizer": optimizer, "seed": seed, "steps": result.step,
+        "checkpoints": wanted, "last_eval": result.last_eval, "resumed_from": result.resumed_from,
+        "model": {k: getattr(model_cfg, k) for k in ("hidden_size", "num_layers", "num_heads",
+                                                       "intermediate_size", "vocab_size")},
+    }
+    write_json_atomic(out_dir / "summary.json", summary)
+    log.info("MLM pre-training %s/%s/%d done: %s", size, optimizer, seed, result.last_eval)
+    return summary
+
+
+def _gcd_period(steps: list[int]) -> int:
+    """An eval period that hits every export step (their gcd)."""
+    import math
+
+    return math.gcd(*steps) if steps else 0
+
+
+def _valid_batches(arrays: dict[str, np.ndarray], batch: int):
+    """Ordered validation batches; the last one padded with weight-0 rows (one shape)."""
+    n = len(arrays["input_ids"])
+    for start in range(0, n, batch):
+        rows = slice(start, min(start + batch, n))
+        out = {}
+        for k, v in arrays.items():
+            chunk = np.zeros((batch, *v.shape[1:]), v.dtype)
+            chunk[: rows.stop - rows.start] = v[rows]
+            out[k] = chunk
+        yield out

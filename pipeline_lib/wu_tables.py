@@ -1,0 +1,106 @@
+"""Tables 1-3 of Wu, Li & Liang (2022) from the fine-tuning runs' metrics.json files.
+
+Rows and columns (the reference's inferred layouts, section 6):
+
+* table1: random init, then one row per pre-training corpus (fine-tuned from its checkpoint,
+  `finetune.pretrained_init`), then the off-the-shelf checkpoint when configured. Columns:
+  downstream tasks, their average, and "% of benefit" = 100 * (avg(row) - avg(random)) /
+  (avg(reference) - avg(random)) with the reference row `tables.table1.reference_row` (the paper:
+  off-the-shelf T5; default: the last row).
+* table2: per source checkpoint, "Pretrained" (every weight loaded) and each init scheme; plus
+  random init. "% of benefit" is measured against the same source's Pretrained row (Fig. 4's
+  "recovered > 70% of the benefit of normally fine-tuning a synthetic pre-trained model").
+* table3: random init and random init with every pre-attention LayerNorm scale set to a value.
+  "% of benefit" is omitted (no reference row); the average column is kept.
+
+Cells are mean +- sample std over `finetune.seeds` of each run's primary metric (x100 scale
+as the paper: ROUGE-1, exact match, SQuAD EM).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline_lib import tables
+
+RANDOM_ROW = "Random init"
+
+
+def _load(paths: list[Path]) -> list[dict]:
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: unreadable fine-tuning metrics ({e})") from None
+    return records
+
+
+def row_label(table: str, record: dict) -> str:
+    from pipeline_lib.init_schemes import scheme_label
+
+    source, init = record["source"], record["init"]
+    if init == "random":
+        return RANDOM_ROW
+    if table == "table1":
+        return "Off-the-shelf T5" if source == "off_the_shelf" else source
+    if table == "table2":
+        name = "Pretrained (all weights)" if init == "pretrained" else scheme_label(init)
+        return f"{source}: {name}"
+    return scheme_label(init)
+
+
+def caption(table: str, cfg: dict) -> str:
+    ft, model = cfg["finetune"], cfg["pretrain"]["model"]
+    what = {
+        "table1": "Fine-tuning from each synthetic pre-training corpus vs random init",
+        "table2": "Initialising from pre-trained parameter statistics only (init schemes)",
+        "table3": "Random init with the pre-attention LayerNorm scales set to a constant",
+    }[table]
+    return (
+        f"{what}. Scale: T5 preset {model['preset']}"
+        f"{' + overrides' if model.get('overrides') else ''}, vocab layout "
+        f"{cfg['vocab']['layout']}, {ft['steps']} fine-tuning steps of batch "
+        f"{ft['batch_size']}, beam {ft['beam_size']}; mean ± std over seeds "
+        f"{', '.join(map(str, ft['seeds']))}; columns: {', '.join(ft['tasks'])} (primary metric "
+        "of each, x100)."
+    )
+
+
+def build_table(table: str, cfg: dict, records: list[dict]) -> tables.ResultTable:
+    long = [
+        {
+            "row": row_label(table, r),
+            "column": r["downstream"],
+            "seed": r["seed"],
+            "value": float(r["score"]),
+        }
+        for r in records
+    ]
+    rows = list(dict.fromkeys([RANDOM_ROW] + [x["row"] for x in long]))
+    result = tables.aggregate(long, rows=rows, columns=list(cfg["finetune"]["tasks"]))
+    result = tables.with_average(result)
+    if table == "table1":
+        reference = cfg["tables"]["table1"]["reference_row"] or rows[-1]
+        if reference not in rows:
+            raise ValueError(f"tables.table1.reference_row: {reference!r} is not a row; "
+                             f"rows: {', '.join(rows)}")
+        if reference != RANDOM_ROW:
+            result = tables.percent_of_benefit(result, RANDOM_ROW, reference)
+    elif table == "table2":
+        sources = sorted({r["source"] for r in records if r["init"] == "pretrained"})
+        result = tables.percent_of_benefit_by_group(
+            result,
+            RANDOM_ROW,
+            {f"{s}: Pretrained (all weights)": [x for x in rows if x.startswith(f"{s}: ")]
+             for s in sources},
+        )
+    return result
+
+
+def write_wu_table(table: str, cfg: dict, metrics: list[Path], out_prefix: Path) -> None:
+    result = build_table(table, cfg, _load(metrics))
+    text = caption(table, cfg)
+    tables.write_table(result, out_prefix, text)
+    tables.bar_chart(result, Path(f"{out_prefix}.png"), text)

@@ -1,0 +1,1 @@
+public virtual bool IsEmpty() {return count == 0;}

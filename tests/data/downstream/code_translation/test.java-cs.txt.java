@@ -1,0 +1,1 @@
+public boolean isEmpty() {return count == 0;}

@@ -1,0 +1,1 @@
+public virtual int Size() {return count;}

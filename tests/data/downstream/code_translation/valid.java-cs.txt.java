@@ -1,0 +1,1 @@
+public int size() {return count;}
