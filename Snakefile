@@ -11,7 +11,11 @@
 #   snakemake -n <target>               the plan
 
 
-configfile: "config.yaml"
+# --configfile FILE replaces config.yaml instead of being merged into it (a merge would keep
+# the laptop entries of dict-valued sections such as downstream or liu.sizes).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -121,6 +121,33 @@ def cmd_lm_pretrain(args) -> int:
     return 0
 
 
+def cmd_liu_evaluate(args) -> int:
+    from pipeline_lib.liu import evaluate_checkpoint
+
+    cfg = _config_from_args(args)
+    evaluate_checkpoint(cfg, args.size, args.optimizer, args.seed, args.step, Path(args.params),
+                        Path(args.pcfg_dir), Path(args.out))
+    return 0
+
+
+def cmd_liu_lookup_table(args) -> int:
+    from pipeline_lib.liu import lookup_table_probe
+
+    lookup_table_probe(_config_from_args(args), Path(args.pcfg_dir), Path(args.out))
+    return 0
+
+
+def cmd_pcfg_tables(args) -> int:
+    from pipeline_lib.liu import load_records
+    from pipeline_lib.liu_tables import write_pcfg_tables
+
+    cfg = _config_from_args(args)
+    lookup = load_records([Path(args.lookup)])[0] if args.lookup else None
+    write_pcfg_tables(cfg, load_records([Path(p) for p in args.evals]), lookup,
+                      Path(args.out_prefix))
+    return 0
+
+
 def cmd_corpus_check(args) -> int:
     from pipeline_lib.data import store
 
@@ -233,6 +260,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (summary.json, metrics)")
     p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (not an output)")
     p.set_defaults(func=cmd_lm_pretrain)
+
+    p = sub.add_parser("liu-evaluate", help="exact loss, Hessian trace, probe, fine-tune")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--size", required=True)
+    p.add_argument("--optimizer", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step", type=int, required=True)
+    p.add_argument("--params", required=True, help="exported parameters (step<N>.npz)")
+    p.add_argument("--pcfg-dir", required=True, help="results/pcfg/<grammar>")
+    p.add_argument("--out", required=True, help="JSON record (written atomically)")
+    p.set_defaults(func=cmd_liu_evaluate)
+
+    p = sub.add_parser("liu-lookup-table", help="linear probe on the exact conditionals")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--pcfg-dir", required=True, help="results/pcfg/<grammar>")
+    p.add_argument("--out", required=True, help="JSON record (written atomically)")
+    p.set_defaults(func=cmd_liu_lookup_table)
+
+    p = sub.add_parser("pcfg-tables", help="aggregate the Liu et al. evaluations")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    p.add_argument("--lookup", help="the lookup-table probe record")
+    p.add_argument("--out-prefix", required=True, help="e.g. results/tables/pcfg_")
+    p.add_argument("evals", nargs="+", help="per-checkpoint evaluation records")
+    p.set_defaults(func=cmd_pcfg_tables)
 
     p = sub.add_parser("corpus-check", help="verify a corpus directory's checksums and counts")
     p.add_argument("dir", help="corpus directory (with meta.json)")

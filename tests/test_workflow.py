@@ -137,3 +137,62 @@ def test_end_to_end_pretrain_resumes_from_checkpoints(tiny_workdir):
     snakemake("pretrained_models", "--forcerun", "pretrain", *common)
     again = json.loads((out / "summary.json").read_text())
     assert again["resumed_from"] == 6 and again["step"] == 6
+
+
+@pytest.mark.slow
+def test_end_to_end_wu_tables_rerun_and_forcerun(tiny_workdir):
+    """table1-3 on the tiny config: real tables, a no-op rerun, --forcerun of one run."""
+    import json
+
+    work, common = tiny_workdir
+    snakemake("table1", "table2", "table3", *common)
+    tables = work / "results" / "tables"
+    for name in ("table1", "table2", "table3"):
+        for ext in ("csv", "md", "tex", "png"):
+            assert (tables / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+    md = (tables / "table2.md").read_text()
+    assert "Random init" in md and "identity: Per Param Mean/SD" in md
+    assert "Pre-attn LN = 0.4" in (tables / "table3.md").read_text()
+    run = work / "results" / "finetune" / "pcfg_A" / "identity" / "pretrained" / "0"
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["init"] == "pretrained" and record["primary_metric"] == "exact_match"
+    assert 0 <= record["score"] <= 100 and record["num_examples"] == 20
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 20
+    # the plan is keyed by task and init; a second run is a no-op
+    assert "Nothing to be done" in snakemake("table2", "-n", *common).stdout
+    # --forcerun of one fine-tuning run redoes it and the tables that read it, nothing else
+    plan = snakemake(
+        "table1", "table2", "table3", "-n", "--quiet", "rules",
+        "--forcerun", str(run / "metrics.json"), *common,
+    ).stdout
+    counts = dict(
+        (line.split()[0], int(line.split()[1]))
+        for line in plan.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
+    assert counts.get("finetune") == 1 and counts.get("pretrain") is None, plan
+    assert counts.get("table") == 2, plan  # table1 and table2 read identity/pretrained
+
+
+@pytest.mark.slow
+def test_end_to_end_pcfg_tables_and_lm_models(tiny_workdir):
+    import json
+
+    work, common = tiny_workdir
+    snakemake("pcfg_tables", "lm_models", *common)
+    tables = work / "results" / "tables"
+    md = (tables / "pcfg_checkpoints.md").read_text()
+    assert "small / adamw / step 4" in md and "large / adamw / step 2" in md
+    assert "Lookup table" in md and "tr(H) hutchinson" in md and "tr(H) fisher" in md
+    for name in ("pcfg_accuracy_vs_loss.png", "pcfg_accuracy_vs_trace.png",
+                 "pcfg_correlations.tex"):
+        assert (tables / name).stat().st_size > 0, name
+    record = json.loads(
+        (work / "results" / "liu" / "eval" / "small" / "adamw" / "0" / "step4.json").read_text()
+    )
+    assert record["gap"] > 0 and record["model_loss"] > record["optimal_loss"]
+    assert record["trace_model"]["hidden_size"] == 32  # enlarged into `large`
+    for variant in ("primer_ez", "transformer_pp"):
+        summary = json.loads((work / "results" / "lm" / variant / "summary.json").read_text())
+        assert summary["variant"] == variant and summary["validation_loss"] > 0
+    assert "Nothing to be done" in snakemake("pcfg_tables", "lm_models", "-n", *common).stdout

@@ -154,8 +154,10 @@ def _close_and_normalise(raw: jax.Array, base_scale: jax.Array, tensors: ChartTe
     peak = jax.lax.stop_gradient(jnp.max(closed, axis=-1))
     positive = peak > 0
     safe_peak = jnp.where(positive, peak, 1.0)
-    vec = jnp.where(positive[..., None], closed / safe_peak[..., None], 0.0)
-    scale = jnp.where(positive, base_scale + jnp.log(safe_peak), -jnp.inf)
+    # Empty cells keep a finite scale and an unmasked (zero) value so that gradients through
+    # them survive (see fastchart._close_and_normalise).
+    vec = closed / safe_peak[..., None]
+    scale = base_scale + jnp.log(safe_peak)
     return vec, jax.lax.stop_gradient(scale)
 
 

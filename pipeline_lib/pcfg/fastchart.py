@@ -323,8 +323,11 @@ def _close_and_normalise(plan: _WidthPlan, raw: jax.Array, base: jax.Array) -> _
     peak = jax.lax.stop_gradient(jnp.max(closed, axis=0))
     positive = peak > 0
     safe_peak = jnp.where(positive, peak, 1.0)
-    vec = jnp.where(positive, closed / safe_peak, 0.0)
-    scale = jnp.where(positive, base + jnp.log(safe_peak), -jnp.inf)
+    # No where(positive, ., 0) / -inf for empty cells: their value is 0 either way, but the
+    # gradient of log Z through them (the outside score of a word that would make the span
+    # possible) must survive, or exact conditionals lose every word only such a span yields.
+    vec = closed / safe_peak
+    scale = base + jnp.log(safe_peak)
     return _Cells(vec, jax.lax.stop_gradient(scale))
 
 

@@ -216,7 +216,16 @@ def downstream_source_input(wildcards):
         task = entry["adapter"].split("_", 1)[1]
         return f"results/pcfg/{PCFG_GRAMMAR}/downstream/{task}"
     source = entry["source"]
-    return [source] if source and "://" not in source else []
+    if not source or "://" in source:
+        return []
+    if not Path(source).exists():
+        # Not an input (the plan stays complete for `snakemake -n`); the downstream_data job
+        # fails first thing with a message naming downstream.<name>.source.
+        logger.warning(
+            f"downstream.{wildcards.downstream}.source: {source} does not exist (yet)"
+        )
+        return []
+    return [source]
 
 
 def downstream_spec_json(wildcards):
@@ -244,8 +253,10 @@ wildcard_constraints:
 
 
 def liu_spec_json(wildcards):
-    """The liu section (sizes/optimizers narrowed to the run's) and the root seed."""
-    liu = LIU | {
+    """The liu section's training keys (sizes/optimizers narrowed to the run's) and the root
+    seed; the evaluation settings (trace, probe, finetune) do not rerun pre-training."""
+    training = {k: v for k, v in LIU.items() if k not in ("trace", "probe", "finetune")}
+    liu = training | {
         "sizes": {k: v for k, v in LIU["sizes"].items() if k == wildcards.size},
         "optimizers": {k: v for k, v in LIU["optimizers"].items() if k == wildcards.optimizer},
         "seeds": [int(wildcards.seed)],
@@ -258,4 +269,17 @@ def liu_spec_json(wildcards):
 def lm_spec_json(wildcards):
     return json.dumps(
         {"seed": config["seed"], "vocab": config["vocab"], "lm": config["lm"]}, sort_keys=True
+    )
+
+
+PCFG_DIRS = [
+    f"results/pcfg/{PCFG_GRAMMAR}/{part}" for part in ("grammar", "pretrain", "optimal_loss")
+] + [f"results/pcfg/{PCFG_GRAMMAR}/downstream/{task}" for task in PCFG_TASKS]
+
+
+def liu_eval_spec_json(wildcards):
+    """Everything the evaluations read: the liu and pcfg sections and the root seed."""
+    return json.dumps(
+        {"seed": config["seed"], "vocab": config["vocab"], "liu": LIU, "pcfg": PCFG},
+        sort_keys=True,
     )
