@@ -146,13 +146,14 @@ def _experiment_checks(cfg: dict, given: set[str]) -> None:
     downstream = cfg["downstream"]
     adapters = _downstream_adapters()
     for name, entry in downstream.items():
-        if adapters is not None and entry["adapter"] not in adapters:
+        if entry["adapter"] not in adapters:
             raise ConfigError(
                 f"downstream.{name}.adapter: unknown adapter {entry['adapter']!r}; "
                 f"allowed: {', '.join(sorted(adapters))}"
             )
-        if not entry["adapter"].startswith("pcfg_") and not entry["source"] and (
-            entry["loader"] == "local"
+        # entries of a mapping get no schema defaults: source/loader may be absent
+        if not entry["adapter"].startswith("pcfg_") and not entry.get("source") and (
+            entry.get("loader", "local") == "local"
         ):
             raise ConfigError(
                 f"downstream.{name}.source: the {entry['adapter']} adapter reads a local "

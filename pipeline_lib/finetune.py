@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 # keys of the finetune section a per-task override may set
 OVERRIDABLE = (
     "steps", "batch_size", "inputs_length", "targets_length", "max_decode_length", "beam_size",
-    "length_penalty", "decode_batch_size", "dropout_rate", "z_loss", "log_every", "eval_every",
-    "eval_batches", "save_every", "optimizer",
+    "length_penalty", "decode_batch_size", "pack", "dropout_rate", "z_loss", "log_every",
+    "eval_every", "eval_batches", "save_every", "optimizer",
 )
 
 
@@ -176,7 +176,7 @@ def finetune_t5(
         optimizer=tx,
         schedule=schedule,
         train_data=data.Seq2SeqPipeline(
-            train_sources, spec["batch_size"], lengths, seeds["data"]
+            train_sources, spec["batch_size"], lengths, seeds["data"], pack=spec["pack"]
         ),
         ckpt_dir=ckpt_dir,
         metrics_path=ckpt_dir / "metrics.jsonl",

@@ -33,7 +33,13 @@ from pipeline_lib.models.bert import (
     split_probe,
     validate_bert_config,
 )
-from pipeline_lib.models.layers import flat_params, load_flat_params
+from pipeline_lib.models.layers import (
+    dropout,
+    dropout_keep_mask,
+    flat_params,
+    load_flat_params,
+    quantized_keep_prob,
+)
 
 VOCAB, LENGTH = 53, 9
 # Post-LN as Hugging Face; two token types so that token_type_ids matter. One layer keeps
@@ -247,6 +253,51 @@ def test_dropout_needs_a_key_and_is_off_in_eval():
     assert np.abs(np.asarray(train(key)) - np.asarray(train(jax.random.key(1)))).max() > 1e-3
     with pytest.raises(ValueError, match="dropout_rng"):
         bert_mlm_logits(graphdef, state, ids, mask, types, deterministic=False)
+
+
+# The dropout of layers.py (BERT's and T5's): 16-bit draws compared with a threshold.
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.3333, 1e-6, 0.999999])
+def test_quantized_keep_probability_is_within_2e_5(rate: float):
+    keep = quantized_keep_prob(1.0 - rate)
+    assert abs(keep - (1.0 - rate)) < 2e-5
+    assert 0.0 < keep < 1.0  # a rate in (0, 1) never becomes "keep all" or "drop all"
+    assert (keep * 2**16).is_integer()
+
+
+def test_dropout_mask_statistics():
+    n = 1_000_000
+    mask = np.asarray(dropout_keep_mask(jax.random.key(3), 0.9, (1000, 1000)))
+    sigma = np.sqrt(0.9 * 0.1 / n)
+    assert abs(mask.mean() - quantized_keep_prob(0.9)) < 5 * sigma
+    # Neighbours (the two halves of one 32-bit word, and of one 64-bit hash) are independent:
+    # P(both kept) = keep^2 for element pairs at distance 1, 2 and 3.
+    flat = mask.reshape(-1)
+    for lag in (1, 2, 3):
+        both = np.mean(flat[:-lag] & flat[lag:])
+        assert abs(both - 0.81) < 5 * np.sqrt(0.81 * 0.19 / n), lag
+    # Odd sizes, and the same key gives the same mask whatever the key's form.
+    odd = dropout_keep_mask(jax.random.key(5), 0.5, (3, 7, 5))
+    assert odd.shape == (3, 7, 5) and odd.dtype == jnp.bool_
+    np.testing.assert_array_equal(odd, dropout_keep_mask(jax.random.PRNGKey(5), 0.5, (3, 7, 5)))
+    assert not np.array_equal(odd, dropout_keep_mask(jax.random.key(6), 0.5, (3, 7, 5)))
+    other_impl = dropout_keep_mask(jax.random.key(5, impl="rbg"), 0.9, (1000, 1000))
+    assert abs(float(np.asarray(other_impl).mean()) - 0.9) < 5 * sigma
+
+
+def test_dropout_is_inverted_and_shares_masks_along_broadcast_dims():
+    x = jnp.asarray(np.random.default_rng(2).uniform(1, 2, (4, 64, 32)), jnp.float32)
+    key = jax.random.key(7)
+    y = np.asarray(dropout(x, 0.25, key, broadcast_dims=(-2,)))
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], np.asarray(x)[kept] / quantized_keep_prob(0.75),
+                               rtol=1e-6)
+    assert np.all(kept == kept[:, :1, :])  # one mask for every position
+    assert 0.6 < kept.mean() < 0.9
+    np.testing.assert_array_equal(y, dropout(x, 0.25, key, broadcast_dims=(-2,)))
+    np.testing.assert_array_equal(jax.jit(lambda k: dropout(x, 0.25, k, (-2,)))(key), y)
+    assert dropout(x, 0.25, None) is x and dropout(x, 0.0, key) is x
 
 
 def test_classifier_and_probe_heads():

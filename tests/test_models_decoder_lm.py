@@ -16,8 +16,10 @@ from pipeline_lib.models.decoder_lm import (
     VARIANTS,
     DecoderLM,
     DecoderLMConfig,
+    CausalSelfAttention,
     DepthwiseConv,
     FeedForward,
+    broadcast_over_batch,
     causal_depthwise_conv,
     decoder_lm_config,
     decoder_lm_config_from_dict,
@@ -25,7 +27,12 @@ from pipeline_lib.models.decoder_lm import (
     decoder_lm_matmul_flops,
     validate_decoder_lm_config,
 )
-from pipeline_lib.models.layers import flat_params, load_flat_params
+from pipeline_lib.models.layers import (
+    RelativePositionBias,
+    dot_product_attention,
+    flat_params,
+    load_flat_params,
+)
 
 VOCAB, LENGTH = 37, 8
 TINY = DecoderLMConfig(
@@ -121,6 +128,53 @@ def test_dconv_parameters_and_reference_initialisation():
     assert not any("dconv" in k for k in flat_params(abstract(TINY_VANILLA)))
 
 
+def test_joined_qkv_attention_equals_three_projections_with_their_dconvs():
+    """The attention joins the q/k/v kernels into one matmul: same numbers as separate ones."""
+    cfg = dataclasses.replace(TINY, variant="primer_ez")
+    attn = randomise(nnx.eval_shape(lambda: CausalSelfAttention(cfg, rngs=nnx.Rngs(0))), 6)
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(3, LENGTH, 16)), jnp.float32)
+    mask = jnp.tril(jnp.ones((LENGTH, LENGTH), bool))[None, None]
+    bias = jnp.asarray(np.random.default_rng(8).normal(size=(1, 2, LENGTH, LENGTH)), jnp.float32)
+    heads = lambda z: z.reshape(3, LENGTH, 2, 4)
+    q, k, v = (
+        heads(causal_depthwise_conv(x @ getattr(attn, n).kernel[...],
+                                    getattr(attn, f"{n}_dconv").kernel[...]))
+        for n in ("query", "key", "value")
+    )
+    expected = dot_product_attention(q, k, v, mask, bias).reshape(3, LENGTH, 8)
+    expected = expected @ attn.out.kernel[...]
+    np.testing.assert_allclose(attn(x, mask, bias), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_broadcast_over_batch_gradient_is_the_batch_sum():
+    rng = np.random.default_rng(9)
+    bias = jnp.asarray(rng.normal(size=(1, 2, 3, 5)), jnp.float32)
+    weights = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
+    value, grad = jax.value_and_grad(
+        lambda b: jnp.sum(broadcast_over_batch(b, 4) * weights))(bias)
+    np.testing.assert_allclose(value, np.sum(np.asarray(bias) * weights), rtol=1e-5)
+    np.testing.assert_allclose(grad, weights.sum(0, keepdims=True), rtol=1e-5, atol=1e-6)
+    assert broadcast_over_batch(bias, 4).shape == (4, 2, 3, 5)
+
+
+def test_relpos_table_gradient_through_the_model_matches_plain_broadcasting():
+    """The batch-sum-by-matmul gradient reaches the shared table as autodiff's would."""
+    relpos = randomise(nnx.eval_shape(lambda: RelativePositionBias(
+        2, num_buckets=8, max_distance=16, bidirectional=False, rngs=nnx.Rngs(0))), 10)
+    weights = jnp.asarray(np.random.default_rng(11).normal(size=(3, 2, 6, 6)), jnp.float32)
+    graphdef, state = nnx.split(relpos)
+
+    def loss(state, broadcast):
+        bias = nnx.merge(graphdef, state)(6, 6)
+        return jnp.sum(broadcast(bias) * weights)
+
+    ours = jax.grad(loss)(state, lambda b: broadcast_over_batch(b, 3))
+    plain = jax.grad(loss)(state, lambda b: jnp.broadcast_to(b, (3, 2, 6, 6)))
+    np.testing.assert_allclose(ours["rel_embedding"][...], plain["rel_embedding"][...],
+                               rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(ours["rel_embedding"][...])).max() > 1e-3
+
+
 # --------------------------------------------------------------------------------------------
 # MLPs against numpy.
 # --------------------------------------------------------------------------------------------
@@ -149,6 +203,18 @@ def test_swiglu_mlp_matches_numpy():
     h = gate / (1.0 + np.exp(-gate)) * (x @ p["wi_1/kernel"])
     np.testing.assert_allclose(ff(jnp.asarray(x, jnp.float32)), h @ p["wo/kernel"],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_swiglu_mlp_with_biases_matches_numpy():
+    """The two gate kernels (and their biases) are joined into one matmul in the forward."""
+    ff = _ff(dataclasses.replace(TINY, variant="transformer_pp", mlp_bias=True))
+    p = {k: np.asarray(v, np.float64) for k, v in flat_params(ff).items()}
+    assert set(p) == {f"{n}/{w}" for n in ("wi_0", "wi_1", "wo") for w in ("kernel", "bias")}
+    x = np.random.default_rng(12).normal(size=(2, 3, 16))
+    gate = x @ p["wi_0/kernel"] + p["wi_0/bias"]
+    h = gate / (1.0 + np.exp(-gate)) * (x @ p["wi_1/kernel"] + p["wi_1/bias"])
+    np.testing.assert_allclose(ff(jnp.asarray(x, jnp.float32)),
+                               h @ p["wo/kernel"] + p["wo/bias"], rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.extend.random import threefry_2x32
 
 Array = jax.Array
 Initializer = jax.nn.initializers.Initializer
@@ -71,22 +72,81 @@ def split_rng(rng: Array | None, n: int) -> tuple[Array | None, ...]:
     return tuple(jax.random.split(rng, n))
 
 
+DROPOUT_MASK_BITS = 16
+"""Bits of randomness per dropout decision (see `dropout_keep_mask`)."""
+
+
+def quantized_keep_prob(keep_prob: float) -> float:
+    """The keep probability `dropout_keep_mask` really uses: ``keep_prob`` rounded to a multiple
+    of 2**-16, kept inside [2**-16, 1 - 2**-16] so that a rate in (0, 1) never becomes 0 or 1.
+
+    The error is at most 2**-17 ~ 7.6e-6 (at most 2**-16 ~ 1.5e-5 for rates below 2**-17),
+    far below the sampling noise of any mask the models draw.
+    """
+    scale = 1 << DROPOUT_MASK_BITS
+    return min(max(round(keep_prob * scale), 1), scale - 1) / scale
+
+
+def _is_threefry_key(rng: Array) -> bool:
+    if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        return str(jax.random.key_impl(rng)) == "threefry2x32"
+    return rng.shape == (2,) and rng.dtype == jnp.uint32  # a legacy raw threefry key
+
+
+def _random_words(rng: Array, count: int) -> Array:
+    """``count`` (rounded up to even) uint32 words, a pure function of ``rng``.
+
+    For threefry keys (JAX's default), the Threefry-2x32 hash of the counters 0..count-1 taken
+    as pairs, both output words kept: JAX's own non-partitionable ``random_bits`` scheme, 64
+    bits per hash. ``jax.random.bits`` under the default ``jax_threefry_partitionable`` hashes
+    once per output word and keeps 32 of the 64 bits, which doubles the cost on CPU. We call
+    the hash directly instead of flipping that global flag. Other key kinds: ``random.bits``.
+    """
+    count += count % 2
+    if _is_threefry_key(rng):
+        data = jax.random.key_data(rng)
+        return threefry_2x32((data[0], data[1]), jax.lax.iota(jnp.uint32, count))
+    return jax.random.bits(rng, (count,), jnp.uint32)
+
+
+def dropout_keep_mask(rng: Array, keep_prob: float, shape: tuple[int, ...]) -> Array:
+    """Boolean mask, True with probability `quantized_keep_prob` (``keep_prob``) per element.
+
+    Why not ``jax.random.bernoulli``: it spends one threefry hash (64 bits, of which the
+    partitionable scheme keeps 32) and a float32 uniform per element, and on CPU that RNG was
+    ~15% of a BERT training step. Here each 64-bit hash yields four 16-bit draws (see
+    `_random_words`), compared with an integer threshold: a quarter of the hashing and no float
+    conversion (a [32, 4, 128, 128] dropout took ~4.5 ms instead of ~21 ms). The mask is a
+    pure function of ``rng`` and ``shape`` (no global state or config flag), so a step is
+    reproducible from (seed, step).
+    """
+    size = math.prod(shape)
+    threshold = round(quantized_keep_prob(keep_prob) * (1 << DROPOUT_MASK_BITS))
+    words = _random_words(rng, -(-size // 2))
+    # [n] uint32 -> [n, 2] uint16 (a free reinterpretation; which half comes first is the
+    # platform's byte order, fixed for a given machine, which is all reproducibility needs).
+    halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)
+    return (halves[:size] < jnp.uint16(threshold)).reshape(shape)
+
+
 def dropout(
     x: Array, rate: float, rng: Array | None, broadcast_dims: tuple[int, ...] = ()
 ) -> Array:
     """Inverted dropout; the identity when ``rng`` is None or ``rate`` is 0.
 
     ``broadcast_dims`` share one mask along those axes: T5X drops with ``broadcast_dims=(-2,)``
-    (the same features dropped at every position) almost everywhere, and so do we.
+    (the same features dropped at every position) almost everywhere, and so do we. Kept values
+    are divided by the keep probability the mask really has (`quantized_keep_prob`), so the
+    expectation of every element is exactly preserved.
     """
     if rng is None or rate == 0.0:
         return x
-    keep_prob = 1.0 - rate
+    keep_prob = quantized_keep_prob(1.0 - rate)
     shape = list(x.shape)
     for dim in broadcast_dims:
         shape[dim] = 1
-    keep = jax.random.bernoulli(rng, keep_prob, shape)
-    return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+    keep = dropout_keep_mask(rng, keep_prob, tuple(shape))
+    return jnp.where(keep, x * jnp.asarray(1.0 / keep_prob, x.dtype), jnp.zeros_like(x))
 
 
 # --------------------------------------------------------------------------------------------

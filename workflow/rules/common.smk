@@ -215,7 +215,7 @@ def downstream_source_input(wildcards):
     if entry["adapter"].startswith("pcfg_"):
         task = entry["adapter"].split("_", 1)[1]
         return f"results/pcfg/{PCFG_GRAMMAR}/downstream/{task}"
-    source = entry["source"]
+    source = entry.get("source")
     if not source or "://" in source:
         return []
     if not Path(source).exists():
