@@ -1,7 +1,7 @@
 # Pre-training science as one DAG: Wu et al. 2022 synthetic tasks, Liu et al. 2023 PCFGs, T0,
 # Primer and HINT. This file is the table of contents; rules live in workflow/rules/.
 #
-#   snakemake --cores 2                 the headline target on config.yaml
+#   snakemake --cores 2                 the headline target: corpora, PCFG data, Table 2
 #   snakemake corpora --cores 2         every synthetic pre-training corpus in the config
 #   snakemake pcfg_data --cores 2       PCFG grammar, MLM data, tasks A/B/C, optimal loss
 #   snakemake pretrained_models -c 2    T5 pre-trained on the corpora in pretrain.tasks
@@ -36,3 +36,4 @@ rule all:
     input:
         rules.corpora.input,
         rules.pcfg_data.input,
+        rules.table2.input,

@@ -148,6 +148,20 @@ def cmd_pcfg_tables(args) -> int:
     return 0
 
 
+def cmd_import_hf_t5(args) -> int:
+    """A local Hugging Face T5 checkpoint as this project's params.npz (no download)."""
+    import flax.nnx as nnx
+
+    from pipeline_lib.models.interop import load_hf_checkpoint
+    from pipeline_lib.train.checkpoint import export_params
+
+    model = load_hf_checkpoint(Path(args.hf_dir))
+    _, params = nnx.split(model, nnx.Param)
+    for name in args.out:
+        export_params(params, Path(name))
+    return 0
+
+
 def cmd_corpus_check(args) -> int:
     from pipeline_lib.data import store
 
@@ -166,6 +180,13 @@ def cmd_seqio_peek(args) -> int:
     return 0
 
 
+def _config_source(p: argparse.ArgumentParser) -> None:
+    """--config FILE or --spec JSON (the config slice a Snakemake rule passes), one required."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML config file")
+    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline_lib",
@@ -182,9 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         "corpus",
         help="generate one synthetic pre-training corpus (dedup, train/valid split, write)",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--task", help="corpus id (e.g. identity, lime); default: the only one")
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--workers", type=int, default=1, help="processes (does not change data)")
@@ -195,9 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain",
         help="pre-train T5 on one corpus (resumes from --ckpt-dir; outputs written at the end)",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--corpus", required=True, help="corpus directory (results/corpora/<task>)")
     p.add_argument("--out", required=True, help="output directory for params and metrics")
     p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (not an output)")
@@ -206,9 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "downstream", help="build a fine-tuning data set (tokenised, with examples for metrics)"
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--name", required=True, help="downstream task (a key of `downstream`)")
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--cache-dir", default="results/cache", help="where gs:// files are cached")
@@ -216,9 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_downstream)
 
     p = sub.add_parser("finetune", help="fine-tune T5 from one init scheme and evaluate it")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--downstream", required=True, help="downstream task name")
     p.add_argument("--data", required=True, help="downstream data directory")
     p.add_argument("--source", default="none", help="pre-training corpus of --init-params")
@@ -230,18 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("table", help="aggregate fine-tuning metrics into Table 1, 2 or 3")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--which", required=True, choices=["table1", "table2", "table3"])
     p.add_argument("--out-prefix", required=True, help="writes <prefix>.{csv,md,tex,png}")
     p.add_argument("metrics", nargs="+", help="metrics.json files of the fine-tuning runs")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("mlm-pretrain", help="BERT MLM pre-training on the PCFG instances")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--size", required=True, help="a key of liu.sizes")
     p.add_argument("--optimizer", required=True, help="a key of liu.optimizers")
     p.add_argument("--seed", type=int, default=0)
@@ -251,9 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_mlm_pretrain)
 
     p = sub.add_parser("lm-pretrain", help="decoder-only LM (Primer-EZ, ...) on PCFG sentences")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--variant", required=True,
                    choices=["primer_ez", "transformer_pp", "vanilla"])
     p.add_argument("--data", required=True, help="results/pcfg/<grammar>/pretrain")
@@ -262,9 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lm_pretrain)
 
     p = sub.add_parser("liu-evaluate", help="exact loss, Hessian trace, probe, fine-tune")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--size", required=True)
     p.add_argument("--optimizer", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -275,21 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_liu_evaluate)
 
     p = sub.add_parser("liu-lookup-table", help="linear probe on the exact conditionals")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--pcfg-dir", required=True, help="results/pcfg/<grammar>")
     p.add_argument("--out", required=True, help="JSON record (written atomically)")
     p.set_defaults(func=cmd_liu_lookup_table)
 
     p = sub.add_parser("pcfg-tables", help="aggregate the Liu et al. evaluations")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML config file")
-    src.add_argument("--spec", help="the config as JSON (what the Snakemake rule passes)")
+    _config_source(p)
     p.add_argument("--lookup", help="the lookup-table probe record")
     p.add_argument("--out-prefix", required=True, help="e.g. results/tables/pcfg_")
     p.add_argument("evals", nargs="+", help="per-checkpoint evaluation records")
     p.set_defaults(func=cmd_pcfg_tables)
+
+    p = sub.add_parser("import-hf-t5", help="convert a local Hugging Face T5 directory")
+    p.add_argument("--hf-dir", required=True, help="directory with config.json + weights")
+    p.add_argument("--out", required=True, nargs="+", help="params .npz file(s) to write")
+    p.set_defaults(func=cmd_import_hf_t5)
 
     p = sub.add_parser("corpus-check", help="verify a corpus directory's checksums and counts")
     p.add_argument("dir", help="corpus directory (with meta.json)")

@@ -139,23 +139,9 @@ def finetune_t5(
     )
     params = checkpoint.unflatten_like(flat, params, where=f"init {init}")
 
-    def forward(p, batch, rng):
-        return t5.t5_forward(
-            graphdef, p, rest,
-            batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-            batch["decoder_target_tokens"],
-            encoder_segment_ids=batch.get("encoder_segment_ids"),
-            decoder_segment_ids=batch.get("decoder_segment_ids"),
-            dropout_rng=rng, deterministic=rng is None,
-        )
+    forward = t5.t5_batch_forward(graphdef, rest)
 
-    opt = spec["optimizer"]
-    tx, schedule = optim.make_optimizer(
-        optim.OptimizerConfig(
-            name=opt["name"], schedule=opt["schedule"], learning_rate=opt["learning_rate"],
-            warmup_steps=opt["warmup_steps"], total_steps=spec["steps"],
-        )
-    )
+    tx, schedule = optim.optimizer_from_config(spec["optimizer"], spec["steps"])
     lengths = {"inputs": spec["inputs_length"], "targets": spec["targets_length"]}
     train_sources = load_corpus(data_dir, "train")
     valid_sources = load_corpus(data_dir, "validation")

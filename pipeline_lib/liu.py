@@ -55,8 +55,9 @@ def load_task(task_dir: Path) -> dict:
         )
         for split in SPLITS
     }
-    names = meta.get("labels", {}).get("names")
-    num_classes = len(names) if names else int(max(d[2].max() for d in data.values())) + 1
+    # label ids index the grammar's label names, which need not all occur (nor be contiguous)
+    names = meta.get("labels", {}).get("names") or {}
+    num_classes = max([int(k) + 1 for k in names] + [int(d[2].max()) + 1 for d in data.values()])
     return {"splits": data, "num_classes": num_classes}
 
 
@@ -165,7 +166,6 @@ def probe_accuracy(liu: dict, size: str, vocab: int, flat: dict, task: dict, see
     import flax.nnx as nnx
     import jax
 
-    from pipeline_lib.evaluate.probe import train_linear_probe
     from pipeline_lib.models.bert import bert_features
 
     ids, _, _ = task["splits"]["train"]

@@ -81,13 +81,7 @@ def pretrain_lm(cfg: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir
         return dlm.decoder_lm_logits(graphdef, p, batch["tokens"], dropout_rng=rng,
                                      deterministic=rng is None)
 
-    opt = lm["optimizer"]
-    tx, schedule = optim.make_optimizer(
-        optim.OptimizerConfig(
-            name=opt["name"], schedule=opt["schedule"], learning_rate=opt["learning_rate"],
-            warmup_steps=opt["warmup_steps"], total_steps=lm["steps"],
-        )
-    )
+    tx, schedule = optim.optimizer_from_config(lm["optimizer"], lm["steps"])
     batch = int(lm["batch_size"])
     valid = seqs[len(seqs) - held:]
     eval_batch = min(batch, held)  # full batches only: one eval shape

@@ -107,15 +107,8 @@ def pretrain_bert_mlm(
     model_cfg = bert_for_size(liu, size, vocab_size(data_dir))
     model = Bert(model_cfg, rngs=nnx.Rngs(params=seeds["model"]))
     graphdef, params = nnx.split(model)
-    opt = liu["optimizers"][optimizer]
     steps = int(liu["steps"])
-    tx, schedule = optim.make_optimizer(
-        optim.OptimizerConfig(
-            name=opt["name"], schedule=opt["schedule"], learning_rate=opt["learning_rate"],
-            warmup_steps=opt["warmup_steps"], total_steps=steps,
-            grad_clip_norm=opt.get("grad_clip_norm"),
-        )
-    )
+    tx, schedule = optim.optimizer_from_config(liu["optimizers"][optimizer], steps)
     batch = int(liu["batch_size"])
 
     def transform(b):

@@ -41,23 +41,9 @@ def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> d
     model = t5.T5(model_cfg, rngs=nnx.Rngs(params=seed))
     graphdef, params, rest = t5.split_model(model)
 
-    def forward(params, batch, rng):
-        return t5.t5_forward(
-            graphdef, params, rest,
-            batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-            batch["decoder_target_tokens"],
-            encoder_segment_ids=batch.get("encoder_segment_ids"),
-            decoder_segment_ids=batch.get("decoder_segment_ids"),
-            dropout_rng=rng, deterministic=rng is None,
-        )
+    forward = t5.t5_batch_forward(graphdef, rest)
 
-    opt = p["optimizer"]
-    tx, schedule = optim.make_optimizer(
-        optim.OptimizerConfig(
-            name=opt["name"], schedule=opt["schedule"], learning_rate=opt["learning_rate"],
-            warmup_steps=opt["warmup_steps"], total_steps=p["steps"],
-        )
-    )
+    tx, schedule = optim.optimizer_from_config(p["optimizer"], p["steps"])
     lengths = {"inputs": p["inputs_length"], "targets": p["targets_length"]}
     train_sources = load_corpus(corpus_dir, "train")
     valid_sources = load_corpus(corpus_dir, "valid")

@@ -189,3 +189,23 @@ def test_state_dict_layout_and_errors(tmp_path):
         interop.from_hf_state_dict({**hf_config, "model_type": "gpt2"}, state)
     with pytest.raises(FileNotFoundError, match="config.json: not found"):
         interop.load_hf_checkpoint(tmp_path)
+
+
+def test_import_hf_t5_cli_writes_params_that_load_into_the_model(tmp_path):
+    """Table 1's off-the-shelf row: `python -m pipeline_lib import-hf-t5` -> params.npz."""
+    from pipeline_lib.cli import main
+    from pipeline_lib.train.checkpoint import load_params
+
+    model = hf_model("relu", tied=True, seed=3)
+    model.save_pretrained(tmp_path / "hf")
+    out = tmp_path / "params.npz"
+    assert main(["import-hf-t5", "--hf-dir", str(tmp_path / "hf"), "--out", str(out)]) == 0
+    ours = interop.load_hf_checkpoint(tmp_path / "hf")
+    graphdef, params, rest = split_model(ours)
+    loaded = load_params(out, like=params)
+    enc = np.array([[3, 4, 5, 1]], np.int32)
+    dec = np.array([[0, 7, 8]], np.int32)
+    np.testing.assert_allclose(
+        np.asarray(forward(graphdef, loaded, rest, enc, dec)),
+        hf_logits(model, enc, dec), atol=1e-4,
+    )

@@ -473,6 +473,23 @@ def t5_forward(
     )
 
 
+def t5_batch_forward(graphdef: nnx.GraphDef, rest: nnx.State):
+    """``forward(params, batch, rng) -> logits`` over the pipeline's T5 batch dicts (packed or
+    not); ``rng`` None = deterministic (evaluation). What the training engine's loss wraps."""
+
+    def forward(params, batch, rng):
+        return t5_forward(
+            graphdef, params, rest,
+            batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+            batch["decoder_target_tokens"],
+            encoder_segment_ids=batch.get("encoder_segment_ids"),
+            decoder_segment_ids=batch.get("decoder_segment_ids"),
+            dropout_rng=rng, deterministic=rng is None,
+        )
+
+    return forward
+
+
 def t5_init_cache(
     graphdef: nnx.GraphDef,
     params: nnx.State,

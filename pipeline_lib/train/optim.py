@@ -209,6 +209,18 @@ def make_schedule(cfg: OptimizerConfig) -> Schedule:
     raise ValueError(f"unknown schedule {cfg.schedule!r} (rsqrt, linear, constant, polynomial)")
 
 
+def optimizer_from_config(section: dict, total_steps: int):
+    """`make_optimizer` from a config.yaml optimizer section (name, schedule, learning_rate,
+    warmup_steps, optional grad_clip_norm) and the run's number of steps."""
+    return make_optimizer(
+        OptimizerConfig(
+            name=section["name"], schedule=section["schedule"],
+            learning_rate=section["learning_rate"], warmup_steps=section["warmup_steps"],
+            total_steps=total_steps, grad_clip_norm=section.get("grad_clip_norm"),
+        )
+    )
+
+
 def make_optimizer(cfg: OptimizerConfig) -> tuple[optax.GradientTransformation, Schedule]:
     """(gradient transformation, schedule); the schedule is returned for logging the lr."""
     schedule = make_schedule(cfg)

@@ -108,6 +108,8 @@ FINETUNE = config["finetune"]
 TABLES = config["tables"]
 PRETRAIN_TASKS = config["pretrain"]["tasks"]
 OFF_THE_SHELF = "off_the_shelf"
+# Table 1's off-the-shelf row: a local Hugging Face T5 directory, imported by `off_the_shelf`.
+OFF_THE_SHELF_DIR = config["tables"]["table1"]["off_the_shelf"] or []
 # Runs that start from no checkpoint are keyed by the source "none".
 NO_SOURCE = "none"
 
@@ -221,9 +223,7 @@ def downstream_source_input(wildcards):
     if not Path(source).exists():
         # Not an input (the plan stays complete for `snakemake -n`); the downstream_data job
         # fails first thing with a message naming downstream.<name>.source.
-        logger.warning(
-            f"downstream.{wildcards.downstream}.source: {source} does not exist (yet)"
-        )
+        logger.warning(f"downstream.{wildcards.downstream}.source: {source} does not exist (yet)")
         return []
     return [source]
 

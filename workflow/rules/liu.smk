@@ -119,9 +119,9 @@ rule pcfg_tables:
         ),
     log:
         "results/logs/tables/pcfg_tables.log",
+    localrule: True
     conda:
         "../../envs/cpu.yaml"
-    localrule: True
     params:
         spec=liu_eval_spec_json,
     shell:

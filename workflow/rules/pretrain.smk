@@ -33,3 +33,22 @@ rule pretrained_models:
     input:
         expand("results/pretrain/{task}/summary.json", task=config["pretrain"]["tasks"]),
     localrule: True
+
+
+rule off_the_shelf:
+    input:
+        ancient(OFF_THE_SHELF_DIR),
+    output:
+        params="results/pretrain/off_the_shelf/params.npz",
+        best="results/pretrain/off_the_shelf/best_params.npz",
+    log:
+        "results/logs/pretrain/off_the_shelf.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m pipeline_lib import-hf-t5 --hf-dir {input:q}"
+        " --out {output.params} {output.best} 2> {log}"
