@@ -16,6 +16,7 @@ Conventions, shared by every model in this package:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -321,6 +322,32 @@ def mask_to_bias(mask: Array, dtype: Any) -> Array:
     return jnp.where(mask, jnp.asarray(0.0, dtype), jnp.asarray(MASK_BIAS, dtype))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def broadcast_over_batch(bias: Array, batch: int) -> Array:
+    """``bias [1, ...]`` broadcast to ``[batch, ...]``; its gradient sums over the batch as a
+    matmul with a ones vector.
+
+    Why: the relative position bias ``[1, h, l, l]`` is added to every example's logits, so
+    its gradient is a sum of ``[b, h, l, l]`` over ``b``. XLA:CPU lowers that reduction over the
+    leading axis to a strided loop (~18 ms for 32 x 4 x 128 x 128, ~5% of a bench step), while
+    ``ones[b] @ g.reshape(b, -1)`` is a GEMV (~0.2 ms). Same sum, another summation order.
+    """
+    return jnp.broadcast_to(bias, (batch, *bias.shape[1:]))
+
+
+def _broadcast_over_batch_fwd(bias: Array, batch: int) -> tuple[Array, None]:
+    return broadcast_over_batch(bias, batch), None
+
+
+def _broadcast_over_batch_bwd(batch: int, _: None, g: Array) -> tuple[Array]:
+    ones = jnp.ones((batch,), g.dtype)
+    total = jnp.dot(ones, g.reshape(batch, -1), preferred_element_type=jnp.float32)
+    return (total.reshape(1, *g.shape[1:]).astype(g.dtype),)
+
+
+broadcast_over_batch.defvjp(_broadcast_over_batch_fwd, _broadcast_over_batch_bwd)
+
+
 def dot_product_attention(
     query: Array,
     key: Array,
@@ -344,6 +371,8 @@ def dot_product_attention(
         query, key = query.astype(jnp.float32), key.astype(jnp.float32)
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
     if bias is not None:
+        if bias.shape[0] == 1 and logits.shape[0] > 1:  # one table for the batch (relpos)
+            bias = broadcast_over_batch(bias, logits.shape[0])  # for its faster gradient
         logits = logits + bias.astype(logits.dtype)
     if mask is not None:
         logits = logits + mask_to_bias(mask, logits.dtype)
