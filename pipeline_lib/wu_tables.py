@@ -68,6 +68,23 @@ def caption(table: str, cfg: dict) -> str:
     )
 
 
+def row_order(table: str, cfg: dict, records: list[dict]) -> list[str]:
+    """The rows in the config's order (whatever order the metrics files came in)."""
+    from pipeline_lib.init_schemes import preattn_ln_scheme
+
+    t, pretrained_init = cfg["tables"], cfg["finetune"]["pretrained_init"]
+    runs = [("none", "random")]
+    if table == "table1":
+        runs += [(r, pretrained_init) for r in t["table1"]["rows"] or cfg["pretrain"]["tasks"]]
+        runs.append(("off_the_shelf", pretrained_init))
+    elif table == "table2":
+        for source in t["table2"]["sources"] or sorted({r["source"] for r in records}):
+            runs += [(source, "pretrained")] + [(source, x) for x in t["table2"]["schemes"]]
+    else:
+        runs += [("none", preattn_ln_scheme(float(v))) for v in t["table3"]["ln_values"]]
+    return [row_label(table, {"source": s, "init": i}) for s, i in runs]
+
+
 def build_table(table: str, cfg: dict, records: list[dict]) -> tables.ResultTable:
     long = [
         {
@@ -78,7 +95,9 @@ def build_table(table: str, cfg: dict, records: list[dict]) -> tables.ResultTabl
         }
         for r in records
     ]
-    rows = list(dict.fromkeys([RANDOM_ROW] + [x["row"] for x in long]))
+    seen = list(dict.fromkeys([RANDOM_ROW] + [x["row"] for x in long]))
+    order = row_order(table, cfg, records)
+    rows = [r for r in order if r in seen] + [r for r in seen if r not in order]
     result = tables.aggregate(long, rows=rows, columns=list(cfg["finetune"]["tasks"]))
     result = tables.with_average(result)
     if table == "table1":
@@ -101,6 +120,8 @@ def build_table(table: str, cfg: dict, records: list[dict]) -> tables.ResultTabl
 
 def write_wu_table(table: str, cfg: dict, metrics: list[Path], out_prefix: Path) -> None:
     result = build_table(table, cfg, _load(metrics))
-    text = caption(table, cfg)
-    tables.write_table(result, out_prefix, text)
-    tables.bar_chart(result, Path(f"{out_prefix}.png"), text)
+    tables.write_table(result, out_prefix, caption(table, cfg))
+    ft = cfg["finetune"]
+    title = (f"{table.capitalize()} (T5 {cfg['pretrain']['model']['preset']}, {ft['steps']} "
+             f"fine-tuning steps, {len(ft['seeds'])} seed(s); primary metric x100)")
+    tables.bar_chart(result, Path(f"{out_prefix}.png"), title)
