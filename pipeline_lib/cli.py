@@ -162,6 +162,15 @@ def cmd_import_hf_t5(args) -> int:
     return 0
 
 
+def cmd_lm_table(args) -> int:
+    from pipeline_lib.liu import load_records
+    from pipeline_lib.lm_pretrain import write_lm_table
+
+    cfg = _config_from_args(args)
+    write_lm_table(cfg, load_records([Path(p) for p in args.summaries]), Path(args.out_prefix))
+    return 0
+
+
 def cmd_corpus_check(args) -> int:
     from pipeline_lib.data import store
 
@@ -291,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-prefix", required=True, help="e.g. results/tables/pcfg_")
     p.add_argument("evals", nargs="+", help="per-checkpoint evaluation records")
     p.set_defaults(func=cmd_pcfg_tables)
+
+    p = sub.add_parser("lm-table", help="compare the decoder-LM variants in one table")
+    _config_source(p)
+    p.add_argument("--out-prefix", required=True, help="writes <prefix>.{csv,md,tex}")
+    p.add_argument("summaries", nargs="+", help="results/lm/<variant>/summary.json files")
+    p.set_defaults(func=cmd_lm_table)
 
     p = sub.add_parser("import-hf-t5", help="convert a local Hugging Face T5 directory")
     p.add_argument("--hf-dir", required=True, help="directory with config.json + weights")

@@ -122,3 +122,24 @@ def pretrain_lm(cfg: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir
     write_json_atomic(out_dir / "summary.json", summary)
     log.info("LM %s: %s", variant, summary)
     return summary
+
+
+def write_lm_table(cfg: dict, summaries: list[dict], out_prefix: Path) -> None:
+    """`results/tables/lm_variants.{csv,md,tex}`: the variants side by side at equal steps."""
+    from pipeline_lib import tables
+
+    columns = (("validation_loss", "Validation loss (nats/token)"),
+               ("validation_perplexity", "Perplexity"),
+               ("validation_accuracy", "Next-token accuracy"),
+               ("parameters", "Parameters"))
+    records = [
+        {"row": s["variant"], "column": title, "seed": 0, "value": float(s[key])}
+        for s in summaries for key, title in columns if s.get(key) is not None
+    ]
+    lm = cfg["lm"]
+    tables.write_table(
+        tables.aggregate(records), out_prefix,
+        f"Decoder-only LMs on the PCFG sentences (So et al. 2021 variants): {lm['steps']} steps "
+        f"of batch {lm['batch_size']}, preset {lm['model']['preset']}, equal data and seed.",
+        digits=3,
+    )

@@ -195,4 +195,6 @@ def test_end_to_end_pcfg_tables_and_lm_models(tiny_workdir):
     for variant in ("primer_ez", "transformer_pp"):
         summary = json.loads((work / "results" / "lm" / variant / "summary.json").read_text())
         assert summary["variant"] == variant and summary["validation_loss"] > 0
+    lm_md = (tables / "lm_variants.md").read_text()
+    assert "| primer_ez |" in lm_md and "| transformer_pp |" in lm_md and "Perplexity" in lm_md
     assert "Nothing to be done" in snakemake("pcfg_tables", "lm_models", "-n", *common).stdout

@@ -26,7 +26,28 @@ rule lm_pretrain:
         " --data {input.data} --out {params.out} --ckpt-dir {params.ckpt} 2> {log}"
 
 
-rule lm_models:
+rule lm_table:
     input:
         expand("results/lm/{variant}/summary.json", variant=config["lm"]["variants"]),
+    output:
+        report(
+            multiext("results/tables/lm_variants", ".csv", ".md", ".tex"),
+            caption="../report/lm_variants.rst",
+            category="Decoder LMs (So et al. 2021)",
+        ),
+    log:
+        "results/logs/tables/lm_variants.log",
+    localrule: True
+    conda:
+        "../../envs/cpu.yaml"
+    params:
+        spec=lm_spec_json,
+    shell:
+        "python -m pipeline_lib lm-table --spec {params.spec:q}"
+        " --out-prefix results/tables/lm_variants {input:q} 2> {log}"
+
+
+rule lm_models:
+    input:
+        rules.lm_table.output,
     localrule: True
