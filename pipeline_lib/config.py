@@ -144,7 +144,7 @@ def _experiment_checks(cfg: dict, given: set[str]) -> None:
     from pipeline_lib.finetune import OVERRIDABLE
 
     downstream = cfg["downstream"]
-    adapters = _downstream_adapters()
+    from pipeline_lib.data.downstream import ADAPTERS as adapters
     for name, entry in downstream.items():
         if entry["adapter"] not in adapters:
             raise ConfigError(
@@ -219,12 +219,6 @@ def _training_checks(cfg: dict) -> None:
                           f"allowed: {', '.join(liu['sizes'])}")
     if liu["trace"]["min_samples"] > liu["trace"]["max_samples"]:
         raise ConfigError("liu.trace.min_samples: must not exceed liu.trace.max_samples")
-
-
-def _downstream_adapters():
-    from pipeline_lib.data.downstream import ADAPTERS
-
-    return ADAPTERS
 
 
 def validate_config(cfg: dict, source: str = "config") -> dict:

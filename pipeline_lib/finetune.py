@@ -21,12 +21,14 @@ rows of Tables 2 and 3 differ only by what the scheme changes).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
+
+from pipeline_lib.seeds import spawn_seeds
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,7 @@ def run_spec(cfg: dict, downstream: str) -> dict:
 
 def run_seeds(root_seed: int, seed: int) -> dict[str, int]:
     """Independent 32-bit seeds for the parts of one run, from (root seed, run seed)."""
-    names = ("model", "data", "dropout", "init")
-    children = np.random.SeedSequence([root_seed, seed, zlib.crc32(b"finetune")]).spawn(4)
-    return {n: int(c.generate_state(1)[0] >> 1) for n, c in zip(names, children)}
+    return spawn_seeds(("model", "data", "dropout", "init"), root_seed, seed, "finetune")
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -108,11 +108,10 @@ def finetune_t5(
     from pipeline_lib import init_schemes
     from pipeline_lib.data import downstream as ds
     from pipeline_lib.data.corpus import load_corpus
-    from pipeline_lib.data.store import read_meta, write_json_atomic
+    from pipeline_lib.data.store import copy_atomic, read_meta, write_json_atomic
     from pipeline_lib.evaluate.metrics import compute_metrics
     from pipeline_lib.models import t5
     from pipeline_lib.models.configs import t5_config
-    from pipeline_lib.pretrain import copy_atomic
     from pipeline_lib.train import checkpoint, data, loop, optim
 
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -210,12 +209,9 @@ def finetune_t5(
 
 
 def _write_predictions(path: Path, examples, predictions) -> None:
-    import json
-    import os
+    from pipeline_lib.pcfg.atomic import atomic_write_text
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        for ex, pred in zip(examples, predictions):
-            f.write(json.dumps({"inputs": ex.inputs, "targets": ex.targets,
-                                "prediction": pred}) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(
+        json.dumps({"inputs": ex.inputs, "targets": ex.targets, "prediction": pred}) + "\n"
+        for ex, pred in zip(examples, predictions)
+    ))

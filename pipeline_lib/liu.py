@@ -28,19 +28,15 @@ import json
 import logging
 import math
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from pipeline_lib.seeds import derive_seed
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
-
-
-def _seed(*parts) -> int:
-    words = [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
-    return int(np.random.SeedSequence(words).generate_state(1)[0] >> 1)
 
 
 def load_task(task_dir: Path) -> dict:
@@ -120,7 +116,7 @@ def hessian_traces(liu: dict, size: str, flat: dict, vocab: int, data_dir: Path,
 
     def batches(stream: str):
         return ArrayPipeline(
-            arrays, trace["batch_size"], _seed(seed, "trace", stream),
+            arrays, trace["batch_size"], derive_seed(seed, "trace", stream),
             transform=lambda b: {**b, "masked_lm_weights": b["masked_lm_weights"].astype(np.float32)},
             name=f"trace-{stream}",
         )
@@ -129,7 +125,7 @@ def hessian_traces(liu: dict, size: str, flat: dict, vocab: int, data_dir: Path,
                            "enlarged_from": size if trace["enlarge_to"] not in (None, size) else None}}
     stop = {k: trace[k] for k in ("min_samples", "max_samples", "rel_tol")}
     for estimator in trace["estimators"]:
-        key = jax.random.key(_seed(seed, "trace", estimator))
+        key = jax.random.key(derive_seed(seed, "trace", estimator))
         started = time.perf_counter()
         if estimator == "hutchinson":
             est = hessian.hutchinson_trace(
@@ -188,7 +184,7 @@ def probe_on_features(liu: dict, x: dict, task: dict, seed: int) -> dict:
             learning_rate=p["learning_rate"], weight_decay=p["weight_decay"],
             epochs=p["epochs"], batch_size=p["batch_size"],
             warmup_steps=min(p["warmup_steps"], _updates(len(x["train"]), p) - 1),
-            seed=_seed(seed, "probe", s),
+            seed=derive_seed(seed, "probe", s),
         )
         accs.append(100.0 * result.valid_accuracy)
     return _mean_std(accs)
@@ -220,7 +216,7 @@ def finetune_accuracy(liu: dict, size: str, vocab: int, flat: dict, task: dict, 
     ids, mask, labels = task["splits"]["train"]
     accs = []
     for s in f["seeds"]:
-        run = _seed(seed, "finetune", s)
+        run = derive_seed(seed, "finetune", s)
         model = _classifier_model(liu, size, vocab, task["num_classes"], ids.shape[1], flat, run)
         graphdef, params = nnx.split(model)
         steps = f["epochs"] * math.ceil(len(ids) / f["batch_size"])
@@ -266,7 +262,7 @@ def evaluate_checkpoint(
     from pipeline_lib.data.store import write_json_atomic
     from pipeline_lib.mlm_pretrain import bert_for_size, vocab_size
     from pipeline_lib.models.bert import Bert
-    from pipeline_lib.train.checkpoint import load_params
+    from pipeline_lib.train.checkpoint import load_params, unflatten_like
 
     logging.getLogger("absl").setLevel(logging.WARNING)
     liu = cfg["liu"]
@@ -276,7 +272,7 @@ def evaluate_checkpoint(
     flat = load_params(params_path)
     model = Bert(bert_for_size(liu, size, vocab), rngs=nnx.Rngs(params=0))
     graphdef, state = nnx.split(model)
-    state = load_params(params_path, like=state)
+    state = unflatten_like(flat, state, where=str(params_path))  # read the file once
     record: dict = {"size": size, "optimizer": optimizer, "seed": seed, "step": step}
     record.update(exact_loss(graphdef, state, Path(pcfg_dir) / "optimal_loss", 256))
     record.update(hessian_traces(liu, size, flat, vocab, pretrain_dir, seed))

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 from pathlib import Path
 
 import numpy as np
+
+from pipeline_lib.seeds import spawn_seeds
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,9 @@ def pretrain_lm(cfg: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir
     import flax.nnx as nnx
     import jax
 
-    from pipeline_lib.data.store import write_json_atomic
+    from pipeline_lib.data.store import copy_atomic, write_json_atomic
     from pipeline_lib.models import decoder_lm as dlm
     from pipeline_lib.models.bert import padded_vocab_size
-    from pipeline_lib.pretrain import copy_atomic
     from pipeline_lib.train import data, loop, optim
 
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -67,8 +67,8 @@ def pretrain_lm(cfg: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir
     length = int(lm["length"])
     seqs, vocab = encode_sentences(data_dir, length)
     held = min(int(lm["eval_sentences"]), len(seqs) // 10)
-    seeds = np.random.SeedSequence([int(cfg["seed"]), zlib.crc32(b"lm")]).spawn(3)
-    seed_model, seed_data, seed_drop = (int(s.generate_state(1)[0] >> 1) for s in seeds)
+    seeds = spawn_seeds(("model", "data", "dropout"), int(cfg["seed"]), "lm")
+    seed_model, seed_data, seed_drop = seeds["model"], seeds["data"], seeds["dropout"]
     model_cfg = dlm.decoder_lm_config(
         lm["model"]["preset"], prefix="lm.model",
         **{"vocab_size": padded_vocab_size(vocab), "variant": variant,

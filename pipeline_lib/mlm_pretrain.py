@@ -18,10 +18,11 @@ past an exported step still delivers it.
 from __future__ import annotations
 
 import logging
-import zlib
 from pathlib import Path
 
 import numpy as np
+
+from pipeline_lib.seeds import spawn_seeds
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,7 @@ def vocab_size(data_dir: Path) -> int:
 
 def run_seeds(root_seed: int, seed: int, name: str) -> dict[str, int]:
     """Independent seeds for model init, data order and dropout of one run."""
-    children = np.random.SeedSequence([root_seed, seed, zlib.crc32(name.encode())]).spawn(3)
-    return {n: int(c.generate_state(1)[0] >> 1) for n, c in zip(("model", "data", "dropout"), children)}
+    return spawn_seeds(("model", "data", "dropout"), root_seed, seed, name)
 
 
 def bert_for_size(liu: dict, size: str, vocab: int, num_labels: int = 0, probe_length: int = 20):
@@ -89,9 +89,8 @@ def pretrain_bert_mlm(
 ) -> dict:
     import flax.nnx as nnx
 
-    from pipeline_lib.data.store import write_json_atomic
+    from pipeline_lib.data.store import copy_atomic, write_json_atomic
     from pipeline_lib.models.bert import Bert, bert_matmul_flops
-    from pipeline_lib.pretrain import copy_atomic
     from pipeline_lib.train import checkpoint, data, loop, optim
 
     logging.getLogger("absl").setLevel(logging.WARNING)

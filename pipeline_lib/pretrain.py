@@ -23,6 +23,7 @@ def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> d
     import flax.nnx as nnx
 
     from pipeline_lib.data.corpus import load_corpus
+    from pipeline_lib.data import store
     from pipeline_lib.data.store import read_meta
     from pipeline_lib.models import t5
     from pipeline_lib.models.configs import t5_config
@@ -75,7 +76,7 @@ def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> d
         best_params_out=out_dir / "best_params.npz",
         summary_path=out_dir / "summary.json",
     )
-    copy_atomic(Path(ckpt_dir) / "metrics.jsonl", out_dir / "metrics.jsonl")
+    store.copy_atomic(Path(ckpt_dir) / "metrics.jsonl", out_dir / "metrics.jsonl")
     summary = {
         "task": meta["task"],
         "step": int(result.step),
@@ -86,15 +87,6 @@ def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> d
     }
     log.info("pretrained %s: %s", meta["task"], summary)
     return summary
-
-
-def copy_atomic(src: Path, dest: Path) -> None:
-    import os
-    import shutil
-
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
 
 
 def _leaves(tree):

@@ -44,7 +44,7 @@ def row_label(table: str, record: dict) -> str:
     if init == "random":
         return RANDOM_ROW
     if table == "table1":
-        return "Off-the-shelf T5" if source == "off_the_shelf" else source
+        return "Off-the-shelf T5" if source == OFF_THE_SHELF else source
     if table == "table2":
         name = "Pretrained (all weights)" if init == "pretrained" else scheme_label(init)
         return f"{source}: {name}"
@@ -68,21 +68,28 @@ def caption(table: str, cfg: dict) -> str:
     )
 
 
-def row_order(table: str, cfg: dict, records: list[dict]) -> list[str]:
-    """The rows in the config's order (whatever order the metrics files came in)."""
+NO_SOURCE = "none"  # runs that start from no checkpoint
+OFF_THE_SHELF = "off_the_shelf"
+
+
+def table_runs(table: str, cfg: dict) -> list[tuple[str, str]]:
+    """(source, init) of every row of a table, in the config's order; the `finetune` jobs of
+    the DAG (workflow/rules/common.smk) and the rows of the written table both come from here."""
     from pipeline_lib.init_schemes import preattn_ln_scheme
 
-    t, pretrained_init = cfg["tables"], cfg["finetune"]["pretrained_init"]
-    runs = [("none", "random")]
+    tables, pretrained_init = cfg["tables"], cfg["finetune"]["pretrained_init"]
+    runs = [(NO_SOURCE, "random")]
     if table == "table1":
-        runs += [(r, pretrained_init) for r in t["table1"]["rows"] or cfg["pretrain"]["tasks"]]
-        runs.append(("off_the_shelf", pretrained_init))
+        rows = tables["table1"]["rows"] or cfg["pretrain"]["tasks"]
+        runs += [(task, pretrained_init) for task in rows]
+        if tables["table1"]["off_the_shelf"]:
+            runs.append((OFF_THE_SHELF, pretrained_init))
     elif table == "table2":
-        for source in t["table2"]["sources"] or sorted({r["source"] for r in records}):
-            runs += [(source, "pretrained")] + [(source, x) for x in t["table2"]["schemes"]]
+        for source in tables["table2"]["sources"] or cfg["pretrain"]["tasks"]:
+            runs += [(source, "pretrained")] + [(source, x) for x in tables["table2"]["schemes"]]
     else:
-        runs += [("none", preattn_ln_scheme(float(v))) for v in t["table3"]["ln_values"]]
-    return [row_label(table, {"source": s, "init": i}) for s, i in runs]
+        runs += [(NO_SOURCE, preattn_ln_scheme(float(v))) for v in tables["table3"]["ln_values"]]
+    return runs
 
 
 def build_table(table: str, cfg: dict, records: list[dict]) -> tables.ResultTable:
@@ -96,7 +103,7 @@ def build_table(table: str, cfg: dict, records: list[dict]) -> tables.ResultTabl
         for r in records
     ]
     seen = list(dict.fromkeys([RANDOM_ROW] + [x["row"] for x in long]))
-    order = row_order(table, cfg, records)
+    order = [row_label(table, {"source": src, "init": init}) for src, init in table_runs(table, cfg)]
     rows = [r for r in order if r in seen] + [r for r in seen if r not in order]
     result = tables.aggregate(long, rows=rows, columns=list(cfg["finetune"]["tasks"]))
     result = tables.with_average(result)

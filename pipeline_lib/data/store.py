@@ -111,6 +111,13 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def copy_atomic(src: Path, dest: Path) -> None:
+    """Copy a file into place atomically (temporary sibling, then rename)."""
+    tmp = Path(dest).with_name(f".{Path(dest).name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temporary directory next to `final`; on success it replaces `final`.

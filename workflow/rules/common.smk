@@ -3,6 +3,8 @@ import json
 from pathlib import Path
 
 from pipeline_lib.config import ConfigError, validate_config
+from pipeline_lib.init_schemes import needs_checkpoint
+from pipeline_lib.wu_tables import NO_SOURCE, OFF_THE_SHELF, table_runs
 
 try:
     # One schema and one set of semantic checks for Snakemake and the CLI; defaults filled in.
@@ -107,11 +109,8 @@ DOWNSTREAM = config["downstream"]
 FINETUNE = config["finetune"]
 TABLES = config["tables"]
 PRETRAIN_TASKS = config["pretrain"]["tasks"]
-OFF_THE_SHELF = "off_the_shelf"
 # Table 1's off-the-shelf row: a local Hugging Face T5 directory, imported by `off_the_shelf`.
 OFF_THE_SHELF_DIR = config["tables"]["table1"]["off_the_shelf"] or []
-# Runs that start from no checkpoint are keyed by the source "none".
-NO_SOURCE = "none"
 
 
 wildcard_constraints:
@@ -120,28 +119,6 @@ wildcard_constraints:
     init=r"[A-Za-z_]+|preattn_ln_[0-9.e+-]+",
     seed=r"\d+",
     table="table1|table2|table3",
-
-
-def preattn_ln_init(value):
-    """Table 3 init id (pipeline_lib.init_schemes.preattn_ln_scheme: repr of the float)."""
-    return f"preattn_ln_{float(value)!r}"
-
-
-def table_runs(table):
-    """(source, init) pairs, i.e. the rows, of one table; every table has random init."""
-    runs = [(NO_SOURCE, "random")]
-    if table == "table1":
-        rows = TABLES["table1"]["rows"] or PRETRAIN_TASKS
-        runs += [(task, FINETUNE["pretrained_init"]) for task in rows]
-        if TABLES["table1"]["off_the_shelf"]:
-            runs.append((OFF_THE_SHELF, FINETUNE["pretrained_init"]))
-    elif table == "table2":
-        for source in TABLES["table2"]["sources"] or PRETRAIN_TASKS:
-            runs.append((source, "pretrained"))
-            runs += [(source, scheme) for scheme in TABLES["table2"]["schemes"]]
-    else:
-        runs += [(NO_SOURCE, preattn_ln_init(v)) for v in TABLES["table3"]["ln_values"]]
-    return runs
 
 
 def finetune_metrics(runs):
@@ -154,7 +131,7 @@ def finetune_metrics(runs):
 
 
 def table_inputs(wildcards):
-    return finetune_metrics(table_runs(wildcards.table))
+    return finetune_metrics(table_runs(wildcards.table, config))
 
 
 def tables_spec_json(wildcards):
@@ -171,13 +148,9 @@ def tables_spec_json(wildcards):
     )
 
 
-def _needs_checkpoint(init):
-    return init != "random" and not init.startswith("preattn_ln_")
-
-
 def finetune_init_input(wildcards):
     """The pre-trained parameters the init scheme reads (none for random / Table 3 inits)."""
-    if not _needs_checkpoint(wildcards.init):
+    if not needs_checkpoint(wildcards.init):
         return []
     if wildcards.source == NO_SOURCE:
         raise WorkflowError(
