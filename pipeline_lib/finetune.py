@@ -60,18 +60,12 @@ def run_seeds(root_seed: int, seed: int) -> dict[str, int]:
     return spawn_seeds(("model", "data", "dropout", "init"), root_seed, seed, "finetune")
 
 
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    out = np.zeros((rows, *x.shape[1:]), x.dtype)
-    out[: len(x)] = x
-    return out
-
-
 def decode_split(graphdef, params, rest, inputs, spec: dict) -> list[list[int]]:
     """Beam-search (or greedy) decode every row of a Ragged `inputs`; ids up to EOS per row."""
     import jax
 
     from pipeline_lib.evaluate import decode
-    from pipeline_lib.train.data import trim_with_eos
+    from pipeline_lib.train.data import pad_rows, trim_with_eos
 
     b, length = spec["decode_batch_size"], spec["inputs_length"]
     fn = jax.jit(
@@ -83,7 +77,7 @@ def decode_split(graphdef, params, rest, inputs, spec: dict) -> list[list[int]]:
     out: list[list[int]] = []
     for start in range(0, inputs.n, b):
         rows = np.arange(start, min(start + b, inputs.n))
-        batch = _pad_rows(trim_with_eos(inputs, rows, length)[0], b)
+        batch = pad_rows(trim_with_eos(inputs, rows, length)[0], b)
         tokens = np.asarray(jax.device_get(fn(params, batch)))[: rows.size]
         out.extend(decode.strip_after_eos(tokens))
     return out

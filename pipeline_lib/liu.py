@@ -59,17 +59,11 @@ def load_task(task_dir: Path) -> dict:
 
 def _batched(fn, arrays: tuple[np.ndarray, ...], batch: int) -> np.ndarray:
     """fn over fixed-size batches (last one padded with zero rows), results concatenated."""
+    from pipeline_lib.train.data import padded_batches
+
     n = len(arrays[0])
-    outs = []
-    for start in range(0, n, batch):
-        rows = min(batch, n - start)
-        padded = []
-        for a in arrays:
-            chunk = np.zeros((batch, *a.shape[1:]), a.dtype)
-            chunk[:rows] = a[start:start + rows]
-            padded.append(chunk)
-        outs.append(np.asarray(fn(*padded))[:rows])
-    return np.concatenate(outs)
+    outs = [np.asarray(fn(*b.values())) for b in padded_batches(dict(enumerate(arrays)), batch)]
+    return np.concatenate(outs)[:n]
 
 
 # --- exact loss, trace ---------------------------------------------------------------------

@@ -144,7 +144,7 @@ def pretrain_bert_mlm(
         ),
         ckpt_dir=ckpt_dir,
         metrics_path=ckpt_dir / "metrics.jsonl",
-        eval_batches=lambda: _valid_batches(transform(valid_arrays), batch),
+        eval_batches=lambda: data.padded_batches(transform(valid_arrays), batch),
         eval_fn=export,
     )
     out_dir = Path(out_dir)
@@ -168,16 +168,3 @@ def _gcd_period(steps: list[int]) -> int:
     import math
 
     return math.gcd(*steps) if steps else 0
-
-
-def _valid_batches(arrays: dict[str, np.ndarray], batch: int):
-    """Ordered validation batches; the last one padded with weight-0 rows (one shape)."""
-    n = len(arrays["input_ids"])
-    for start in range(0, n, batch):
-        rows = slice(start, min(start + batch, n))
-        out = {}
-        for k, v in arrays.items():
-            chunk = np.zeros((batch, *v.shape[1:]), v.dtype)
-            chunk[: rows.stop - rows.start] = v[rows]
-            out[k] = chunk
-        yield out

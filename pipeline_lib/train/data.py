@@ -355,6 +355,21 @@ class Seq2SeqPipeline:
         return batch
 
 
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """`x` with zero rows appended up to `rows` (a fixed batch shape: one compilation; zero
+    rows have zero loss weight / are cut from the results by the caller)."""
+    out = np.zeros((rows, *x.shape[1:]), x.dtype)
+    out[: len(x)] = x
+    return out
+
+
+def padded_batches(arrays: Mapping[str, np.ndarray], batch: int) -> Iterator[Batch]:
+    """All rows of equal-length `arrays` in order, in batches of `batch`, the last padded."""
+    n = len(next(iter(arrays.values())))
+    for start in range(0, n, batch):
+        yield {k: pad_rows(np.asarray(v[start:start + batch]), batch) for k, v in arrays.items()}
+
+
 def seq2seq_eval_batches(
     sources: Mapping[str, tuple[Ragged, Ragged]],
     batch_size: int,
