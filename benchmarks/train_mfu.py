@@ -208,7 +208,7 @@ def engine_step(loss_fn, params, optimizer, normalizing: str, mesh, options) -> 
 def t5_case(name, cfg, batch: int, enc_len: int, dec_len: int, mesh, options) -> Case:
     graphdef, params, rest = t5.split_model(t5.T5(cfg, rngs=nnx.Rngs(params=0)))
 
-    def forward(params, batch, rng):  # as pipeline_lib.pretrain
+    def forward(params, batch, rng):  # as pipeline_lib.experiments.transfer.pretrain
         return t5.t5_forward(
             graphdef, params, rest, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
             batch["decoder_target_tokens"], dropout_rng=rng, deterministic=rng is None,
@@ -365,7 +365,7 @@ def laptop_settings(config_path: Path) -> dict[str, Any]:
     cfg = load_config(config_path)
     with tempfile.TemporaryDirectory() as cache:
         layout = layout_from_config(cfg, cache)
-    p, mlm = cfg["pretrain"], cfg["pcfg"]["mlm"]
+    p, mlm = cfg["transfer"]["pretrain"], cfg["pcfg"]["mlm"]
     return {
         "vocab": int(layout.model_vocab_size), "batch": int(p["batch_size"]),
         "inputs_length": int(p["inputs_length"]), "targets_length": int(p["targets_length"]),

@@ -16,16 +16,14 @@ from typing import Any
 import jsonschema
 import yaml
 
+from pipeline_lib.errors import ConfigError
+
 SCHEMA_PATH = Path(
     os.environ.get(
         "PIPELINE_CONFIG_SCHEMA",
         Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml",
     )
 )
-
-
-class ConfigError(ValueError):
-    """A config value that the workflow cannot run with."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,7 +68,7 @@ def _fill_defaults(schema: dict, value: Any) -> Any:
 
 
 def _corpora_checks(cfg: dict) -> None:
-    from pipeline_lib.data.synthetic import SIMPLE_TASKS
+    from pipeline_lib.data.synthetic import SIMPLE_TASKS, SPECIAL_CORPORA
 
     corpora = cfg["corpora"]
     lo, hi = corpora["length_range"]
@@ -93,17 +91,17 @@ def _corpora_checks(cfg: dict) -> None:
             f"examples, fewer than train_examples + valid_examples = {needed}; allowed: "
             f">= {needed / corpora['train_examples']:.4f}"
         )
-    for section in ("lime", "nonsense_summary", "nesting_language"):
+    for section in SPECIAL_CORPORA:
         for key, value in corpora[section].items():
             if key.endswith("_range") and value[0] > value[1]:
                 raise ConfigError(
                     f"corpora.{section}.{key}: min {value[0]} is above max {value[1]}; "
                     "allowed: [min, max] with min <= max"
                 )
-    unknown = [t for t in cfg["pretrain"]["tasks"] if t not in corpora["tasks"]]
+    unknown = [t for t in cfg["transfer"]["pretrain"]["tasks"] if t not in corpora["tasks"]]
     if unknown:
         raise ConfigError(
-            f"pretrain.tasks: {', '.join(unknown)} not in corpora.tasks; "
+            f"transfer.pretrain.tasks: {', '.join(unknown)} not in corpora.tasks; "
             f"allowed: {', '.join(corpora['tasks'])}"
         )
     vocab = cfg["vocab"]
@@ -141,7 +139,7 @@ def _corpora_checks(cfg: dict) -> None:
 def _experiment_checks(cfg: dict, given: set[str]) -> None:
     """Fine-tuning and tables: every name must refer to something the config defines
     (cross-section checks only when the sections were given)."""
-    from pipeline_lib.finetune import OVERRIDABLE
+    from pipeline_lib.experiments.transfer.finetune import OVERRIDABLE
 
     downstream = cfg["downstream"]
     from pipeline_lib.data.downstream import ADAPTERS as adapters
@@ -159,38 +157,38 @@ def _experiment_checks(cfg: dict, given: set[str]) -> None:
                 f"downstream.{name}.source: the {entry['adapter']} adapter reads a local "
                 "directory or gs:// URI; set source (or loader: tfds / hf)"
             )
-    if "finetune" not in given:
+    if "transfer.finetune" not in given:
         return
-    finetune = cfg["finetune"]
+    finetune = cfg["transfer"]["finetune"]
     for i, task in enumerate(finetune["tasks"]):
         if task not in downstream:
             raise ConfigError(
-                f"finetune.tasks[{i}]: {task!r} is not defined under downstream; "
+                f"transfer.finetune.tasks[{i}]: {task!r} is not defined under downstream; "
                 f"allowed: {', '.join(downstream) or '(none)'}"
             )
     for task, override in finetune["overrides"].items():
         if task not in downstream:
-            raise ConfigError(f"finetune.overrides.{task}: not a downstream task; "
+            raise ConfigError(f"transfer.finetune.overrides.{task}: not a downstream task; "
                               f"allowed: {', '.join(downstream)}")
         for key in override:
             if key not in OVERRIDABLE:
-                raise ConfigError(f"finetune.overrides.{task}.{key}: unknown key; "
+                raise ConfigError(f"transfer.finetune.overrides.{task}.{key}: unknown key; "
                                   f"allowed: {', '.join(OVERRIDABLE)}")
-    if "tables" not in given:
+    if "transfer.tables" not in given:
         return
-    pretrained = cfg["pretrain"]["tasks"]
-    tables = cfg["tables"]
+    pretrained = cfg["transfer"]["pretrain"]["tasks"]
+    tables = cfg["transfer"]["tables"]
     for key, names in (("table1.rows", tables["table1"]["rows"]),
                        ("table2.sources", tables["table2"]["sources"])):
         for name in names or []:
             if name not in pretrained:
-                raise ConfigError(f"tables.{key}: {name!r} is not in pretrain.tasks; "
+                raise ConfigError(f"transfer.tables.{key}: {name!r} is not in transfer.pretrain.tasks; "
                                   f"allowed: {', '.join(pretrained) or '(none)'}")
-    from pipeline_lib.init_schemes import INIT_SCHEMES
+    from pipeline_lib.experiments.transfer.init_schemes import INIT_SCHEMES
 
     for i, scheme in enumerate(tables["table2"]["schemes"]):
         if scheme not in INIT_SCHEMES:
-            raise ConfigError(f"tables.table2.schemes[{i}]: unknown init scheme {scheme!r}; "
+            raise ConfigError(f"transfer.tables.table2.schemes[{i}]: unknown init scheme {scheme!r}; "
                               f"allowed: {', '.join(INIT_SCHEMES)}")
 
 
@@ -204,21 +202,22 @@ def _schedule_checks(where: str, opt: dict, steps: int) -> None:
 
 def _training_checks(cfg: dict) -> None:
     """Schedules that fit their step counts, export steps inside the run, known size keys."""
-    _schedule_checks("pretrain.optimizer", cfg["pretrain"]["optimizer"], cfg["pretrain"]["steps"])
-    _schedule_checks("finetune.optimizer", cfg["finetune"]["optimizer"], cfg["finetune"]["steps"])
-    _schedule_checks("lm.optimizer", cfg["lm"]["optimizer"], cfg["lm"]["steps"])
-    liu = cfg["liu"]
+    for stage in ("pretrain", "finetune"):
+        section = cfg["transfer"][stage]
+        _schedule_checks(f"transfer.{stage}.optimizer", section["optimizer"], section["steps"])
+    _schedule_checks("primer.optimizer", cfg["primer"]["optimizer"], cfg["primer"]["steps"])
+    liu = cfg["implicit_bias"]
     for name, opt in liu["optimizers"].items():
-        _schedule_checks(f"liu.optimizers.{name}", opt, liu["steps"])
+        _schedule_checks(f"implicit_bias.optimizers.{name}", opt, liu["steps"])
     late = [s for s in liu["checkpoints"] if s > liu["steps"]]
     if late:
-        raise ConfigError(f"liu.checkpoints: step {late[0]} is beyond liu.steps = {liu['steps']}")
+        raise ConfigError(f"implicit_bias.checkpoints: step {late[0]} is beyond implicit_bias.steps = {liu['steps']}")
     target = liu["trace"]["enlarge_to"]
     if target is not None and target not in liu["sizes"]:
-        raise ConfigError(f"liu.trace.enlarge_to: {target!r} is not a key of liu.sizes; "
+        raise ConfigError(f"implicit_bias.trace.enlarge_to: {target!r} is not a key of implicit_bias.sizes; "
                           f"allowed: {', '.join(liu['sizes'])}")
     if liu["trace"]["min_samples"] > liu["trace"]["max_samples"]:
-        raise ConfigError("liu.trace.min_samples: must not exceed liu.trace.max_samples")
+        raise ConfigError("implicit_bias.trace.min_samples: must not exceed implicit_bias.trace.max_samples")
 
 
 def validate_config(cfg: dict, source: str = "config") -> dict:
@@ -227,7 +226,8 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: the config must be a mapping of keys to values")
     # A rule's --spec carries only the sections that rule reads; checks of a section that
     # was not given are skipped (its schema defaults are filled in but describe nothing real).
-    given = set(cfg)
+    transfer = cfg.get("transfer")
+    given = set(cfg) | {f"transfer.{k}" for k in (transfer if isinstance(transfer, dict) else {})}
     if "tasks" not in (cfg.get("corpora") or {}):
         given.discard("corpora")  # e.g. only corpora.nonsense_summary, for the vocabulary
     cfg = _fill_defaults(load_schema(), copy.deepcopy(cfg))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
+
+from pipeline_lib.files import atomic_open
 
 
 def local_copy(uri: str, cache_dir: str | Path) -> Path:
@@ -23,13 +23,6 @@ def local_copy(uri: str, cache_dir: str | Path) -> Path:
     from google.cloud import storage  # only imported when the config asks for a gs:// file
 
     bucket, _, blob = uri.removeprefix("gs://").partition("/")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        storage.Client().bucket(bucket).blob(blob).download_to_filename(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(target, "wb") as handle:
+        storage.Client().bucket(bucket).blob(blob).download_to_file(handle)
     return target

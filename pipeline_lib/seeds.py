@@ -25,3 +25,14 @@ def spawn_seeds(names: Sequence[str], *parts: int | str) -> dict[str, int]:
     """Independent 31-bit seeds, one per name, spawned from the key's SeedSequence."""
     children = np.random.SeedSequence(_words(parts)).spawn(len(names))
     return {n: int(c.generate_state(1)[0] >> 1) for n, c in zip(names, children)}
+
+
+RUN_STREAMS = ("model", "data", "dropout")
+
+
+def run_seeds(
+    root_seed: int, seed: int, name: str, streams: Sequence[str] = RUN_STREAMS
+) -> dict[str, int]:
+    """The independent seeds of one training run (model init, data order, dropout, ...) from
+    (root seed, run seed, run name)."""
+    return spawn_seeds(streams, root_seed, seed, name)

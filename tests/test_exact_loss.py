@@ -23,10 +23,10 @@ from pipeline_lib.evaluate.exact_loss import (
 from pipeline_lib.models.bert import Bert, BertConfig, padded_vocab_size
 from pipeline_lib.pcfg import dataset
 from pipeline_lib.pcfg.inside import sentence_log_probs
-from test_pcfg_support import fast_jax_compilation
+from test_pcfg_support import fast_jax_compilation, pcfg_spec
 
 # 2..8-word sentences of 12 terminals; compact vocabulary: 5 specials + 12 terminals = 17 ids.
-SPEC = {
+SPEC = pcfg_spec(**{
     "generate": {
         "seed": 3,
         "n_roots": 2,
@@ -39,7 +39,7 @@ SPEC = {
     "optimal_loss": {"seed": 1, "n_sentences": 20, "renormalize": True},
     "mlm": {"max_seq_length": 12},
     "chart": {"batch_size": 16, "method": "dense"},
-}
+})
 VOCAB = padded_vocab_size(17)  # 24: the model's softmax covers 7 ids that are never words
 
 

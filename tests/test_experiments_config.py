@@ -1,4 +1,4 @@
-"""Config of the experiment stages (downstream, finetune, tables, liu, lm) and the glue that
+"""Config of the experiment stages (downstream, transfer, implicit_bias, primer) and the glue that
 reads it: one clear message per mistake, per-task overrides, run seeds, table layouts."""
 
 import copy
@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_lib import finetune, wu_tables
+from pipeline_lib.experiments.transfer import finetune
+from pipeline_lib.experiments.transfer import tables as wu_tables
+from pipeline_lib import report, seeds
 from pipeline_lib.config import ConfigError, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,20 +30,20 @@ def _with(path: str, value):
 @pytest.mark.parametrize(
     "path,value,fragments",
     [
-        ("finetune.tasks", ["pcfg_A", "squad"], ["finetune.tasks[1]", "'squad'", "pcfg_A"]),
+        ("transfer.finetune.tasks", ["pcfg_A", "squad"], ["transfer.finetune.tasks[1]", "'squad'", "pcfg_A"]),
         ("downstream.squad", {"adapter": "squad"}, ["downstream.squad.source", "squad"]),
         ("downstream.x", {"adapter": "nope", "source": "d"}, ["downstream.x.adapter", "'nope'",
                                                              "cnndm_10k"]),
-        ("finetune.overrides", {"pcfg_A": {"stepz": 3}}, ["finetune.overrides.pcfg_A.stepz",
+        ("transfer.finetune.overrides", {"pcfg_A": {"stepz": 3}}, ["transfer.finetune.overrides.pcfg_A.stepz",
                                                          "steps"]),
-        ("finetune.overrides", {"mtop": {"steps": 3}}, ["finetune.overrides.mtop", "pcfg_A"]),
-        ("tables.table1.rows", ["lime"], ["tables.table1.rows", "'lime'", "identity, set"]),
-        ("tables.table2.schemes", ["per_param"], ["tables.table2.schemes[0]", "'per_param'",
+        ("transfer.finetune.overrides", {"mtop": {"steps": 3}}, ["transfer.finetune.overrides.mtop", "pcfg_A"]),
+        ("transfer.tables.table1.rows", ["lime"], ["transfer.tables.table1.rows", "'lime'", "identity, set"]),
+        ("transfer.tables.table2.schemes", ["per_param"], ["transfer.tables.table2.schemes[0]", "'per_param'",
                                                   "per_param_grouping___init_mean_std"]),
-        ("liu.checkpoints", [100, 5000], ["liu.checkpoints", "5000", "liu.steps"]),
-        ("liu.trace.enlarge_to", "huge", ["liu.trace.enlarge_to", "'huge'", "small, base"]),
-        ("lm.optimizer", {"warmup_steps": 500}, ["lm.optimizer.warmup_steps", "500", "300"]),
-        ("finetune.beam_size", 0, ["finetune.beam_size", "minimum"]),
+        ("implicit_bias.checkpoints", [100, 5000], ["implicit_bias.checkpoints", "5000", "implicit_bias.steps"]),
+        ("implicit_bias.trace.enlarge_to", "huge", ["implicit_bias.trace.enlarge_to", "'huge'", "small, base"]),
+        ("primer.optimizer", {"warmup_steps": 500}, ["primer.optimizer.warmup_steps", "500", "300"]),
+        ("transfer.finetune.beam_size", 0, ["transfer.finetune.beam_size", "minimum"]),
     ],
 )
 def test_bad_experiment_values_name_the_key(path, value, fragments):
@@ -58,24 +60,27 @@ def test_partial_specs_check_only_the_sections_they_carry():
     spec = {"seed": 0, "vocab": BASE["vocab"], "downstream": {"pcfg_B": {"adapter": "pcfg_B"}},
             "corpora": {"nonsense_summary": {"vocab_size": 200}}}
     cfg = validate_config(spec)
-    assert cfg["finetune"]["tasks"] == ["pcfg_A", "pcfg_B", "pcfg_C"]  # defaults, unchecked
+    assert cfg["transfer"]["finetune"]["tasks"] == ["pcfg_A", "pcfg_B", "pcfg_C"]  # defaults, unchecked
 
 
 def test_run_spec_applies_per_task_overrides():
-    cfg = validate_config(_with("finetune.overrides", {
+    cfg = validate_config(_with("transfer.finetune.overrides", {
         "pcfg_B": {"steps": 7, "optimizer": {"learning_rate": 0.5}}}))
     a, b = finetune.run_spec(cfg, "pcfg_A"), finetune.run_spec(cfg, "pcfg_B")
-    assert a["steps"] == BASE["finetune"]["steps"] and b["steps"] == 7
+    assert a["steps"] == BASE["transfer"]["finetune"]["steps"] and b["steps"] == 7
     assert b["optimizer"]["learning_rate"] == 0.5
     assert b["optimizer"]["name"] == a["optimizer"]["name"] == "adafactor"
     assert set(a) == set(finetune.OVERRIDABLE)
 
 
 def test_run_seeds_are_distinct_and_deterministic():
-    s = finetune.run_seeds(0, 1)
-    assert s == finetune.run_seeds(0, 1)
+    def run_seeds(root, seed):
+        return seeds.run_seeds(root, seed, "finetune", finetune.FINETUNE_STREAMS)
+
+    s = run_seeds(0, 1)
+    assert s == run_seeds(0, 1)
     assert len(set(s.values())) == 4
-    assert s != finetune.run_seeds(0, 2) and s != finetune.run_seeds(1, 1)
+    assert s != run_seeds(0, 2) and s != run_seeds(1, 1)
 
 
 def _record(source, init, task, seed, score):
@@ -84,7 +89,7 @@ def _record(source, init, task, seed, score):
 
 def test_table2_rows_and_benefit_against_the_sources_pretrained_row():
     cfg = validate_config(copy.deepcopy(BASE))
-    tasks = cfg["finetune"]["tasks"]
+    tasks = cfg["transfer"]["finetune"]["tasks"]
     records = []
     for i, task in enumerate(tasks):
         records += [
@@ -93,7 +98,7 @@ def test_table2_rows_and_benefit_against_the_sources_pretrained_row():
             _record("set", "per_param_grouping___init_mean_std", task, 0, 25.0 + i),
         ]
     table = wu_tables.build_table("table2", cfg, records)
-    md = wu_tables.tables.to_markdown(table, "t")
+    md = report.to_markdown(table, "t")
     assert "| Random init |" in md and "| set: Per Param Mean/SD |" in md
     row = [line for line in md.splitlines() if "Per Param Mean/SD" in line][0]
     # average of 25, 26, 27 = 26 -> (26 - 10) / (30 - 10) = 80 %
@@ -101,23 +106,23 @@ def test_table2_rows_and_benefit_against_the_sources_pretrained_row():
 
 
 def test_table1_reference_row_must_exist():
-    cfg = validate_config(_with("tables.table1.reference_row", "identity"))
-    records = [_record("none", "random", t, 0, 1.0) for t in cfg["finetune"]["tasks"]]
-    records += [_record("set", "pretrained", t, 0, 2.0) for t in cfg["finetune"]["tasks"]]
+    cfg = validate_config(_with("transfer.tables.table1.reference_row", "identity"))
+    records = [_record("none", "random", t, 0, 1.0) for t in cfg["transfer"]["finetune"]["tasks"]]
+    records += [_record("set", "pretrained", t, 0, 2.0) for t in cfg["transfer"]["finetune"]["tasks"]]
     with pytest.raises(ValueError, match="reference_row.*'identity'"):
         wu_tables.build_table("table1", cfg, records)
 
 
 def test_table3_labels_ln_values():
     cfg = validate_config(copy.deepcopy(BASE))
-    records = [_record("none", "preattn_ln_0.4", t, 0, 3.0) for t in cfg["finetune"]["tasks"]]
-    records += [_record("none", "random", t, 0, 1.0) for t in cfg["finetune"]["tasks"]]
-    md = wu_tables.tables.to_markdown(wu_tables.build_table("table3", cfg, records), "t")
+    records = [_record("none", "preattn_ln_0.4", t, 0, 3.0) for t in cfg["transfer"]["finetune"]["tasks"]]
+    records += [_record("none", "random", t, 0, 1.0) for t in cfg["transfer"]["finetune"]["tasks"]]
+    md = report.to_markdown(wu_tables.build_table("table3", cfg, records), "t")
     assert "Pre-attn LN = 0.4" in md and "% of benefit" not in md
 
 
 def test_shipped_paper_config_plans_every_table_run():
     cfg = validate_config(yaml.safe_load((REPO / "workflow/configs/paper.yaml").read_text()))
-    assert len(cfg["finetune"]["tasks"]) == 6 and len(cfg["tables"]["table2"]["schemes"]) == 9
-    assert cfg["finetune"]["overrides"]["squad"]["pack"] is True
+    assert len(cfg["transfer"]["finetune"]["tasks"]) == 6 and len(cfg["transfer"]["tables"]["table2"]["schemes"]) == 9
+    assert cfg["transfer"]["finetune"]["overrides"]["squad"]["pack"] is True
     json.dumps(cfg)  # specs are passed as JSON

@@ -1,4 +1,4 @@
-"""Wu et al. init schemes (pipeline_lib.init_schemes): groupings, statistics, seeding, errors.
+"""Wu et al. init schemes (pipeline_lib.experiments.transfer.init_schemes): groupings, statistics, seeding, errors.
 
 The "pretrained" dict is built so that every tensor has an exactly known mean and population
 std (distinct per tensor), in float64, so that pooled statistics can be recomputed by brute
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from pipeline_lib import init_schemes as S
+from pipeline_lib.experiments.transfer import init_schemes as S
 from pipeline_lib.models import T5, T5Config, flat_params, load_flat_params, t5_config
 from pipeline_lib.train.checkpoint import load_params
 

@@ -368,6 +368,9 @@ def test_config_from_dict_rejects_unknown_keys_and_presets():
         t5_config_from_dict({"preset": "t5_small", "d_modle": 3})
     with pytest.raises(ValueError, match="model.preset: 't5_huge' is not a known T5 preset"):
         t5_config("t5_huge")
+    # Keys named like the shared helper's own parameters are still just unknown keys.
+    with pytest.raises(ValueError, match="model.kind: unknown key"):
+        t5_config("t5_small", kind="T5")
     with pytest.raises(ValueError, match="model.num_heads: 6 does not divide model.d_model 512"):
         T5(dataclasses.replace(T5_PRESETS["t5_small"], head_dim=None, num_heads=6),
            rngs=nnx.Rngs(params=0))

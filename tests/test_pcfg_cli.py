@@ -11,7 +11,12 @@ import nltk
 import numpy as np
 import pytest
 
-from pipeline_lib.pcfg.cli import main, register_cli
+from pipeline_lib.cli import main as cli_main
+from pipeline_lib.pcfg.cli import register_cli
+
+
+def main(argv: list[str]) -> int:
+    return cli_main(["pcfg", *argv])
 from test_pcfg_support import fast_jax_compilation
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import csv
+import importlib
 import json
 import logging
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +17,7 @@ import nltk
 import numpy as np
 import pytest
 
+import pipeline_lib.pcfg
 from pipeline_lib.data import store
 from pipeline_lib.pcfg import dataset
 from pipeline_lib.pcfg.conditionals import exact_conditionals, optimal_mlm_loss
@@ -21,12 +25,13 @@ from pipeline_lib.pcfg.grammar_io import read_grammar
 from pipeline_lib.pcfg.labels import draw_downstream_sentences, task_labels, write_label_csv
 from pipeline_lib.pcfg.mlm import MlmConfig, compact_vocabulary, create_mlm_instances
 from pipeline_lib.pcfg.sample import sample_sentences, sentences_to_text
-from test_pcfg_support import fast_jax_compilation
+from test_pcfg_support import fast_jax_compilation, pcfg_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Sentences of 2..8 words: two chart length buckets (4 and 8), so few compiles.
-TINY_SPEC = {
+# The rest of the section is the schema's defaults, as the workflow passes it.
+TINY_SPEC = pcfg_spec(**{
     "generate": {
         "seed": 3,
         "n_roots": 2,
@@ -41,7 +46,18 @@ TINY_SPEC = {
     "optimal_loss": {"seed": 1, "n_sentences": 50, "renormalize": True},
     "mlm": {"seed": 7, "max_seq_length": 12, "dup_factor": 2},
     "chart": {"batch_size": 16, "method": "dense"},
+})
+# The sections each product's rule passes (workflow/rules/common.smk).
+RULE_SECTIONS = {
+    "grammar": ("grammar", "grammar_format", "allow_unreachable", "generate"),
+    "pretrain": ("sample", "mlm"),
+    "downstream": ("downstream", "mlm", "chart"),
+    "optimal_loss": ("optimal_loss", "sample", "mlm", "chart"),
 }
+
+
+def rule_spec(product: str, spec: dict = TINY_SPEC) -> dict:
+    return {section: spec[section] for section in RULE_SECTIONS[product]}
 
 
 @pytest.fixture(scope="module")
@@ -89,26 +105,65 @@ def tree_bytes(directory: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------- spec
 
 
-def test_spec_defaults_and_unknown_keys() -> None:
-    assert dataset.validate_spec({}) == dataset.DEFAULT_SPEC
-    filled = dataset.validate_spec({"sample": {"n_sentences": 5}})
+def test_the_schema_holds_the_only_pcfg_defaults() -> None:
+    defaults = pcfg_spec()
+    assert not hasattr(dataset, "DEFAULT_SPEC")
+    # No module of the pcfg package keeps a copy of the schema's defaults (of any section).
+    sections = [defaults] + [value for value in defaults.values() if isinstance(value, dict)]
+    for info in pkgutil.iter_modules(pipeline_lib.pcfg.__path__):
+        module = importlib.import_module(f"pipeline_lib.pcfg.{info.name}")
+        for name, value in vars(module).items():
+            if not isinstance(value, dict):
+                continue
+            for section in sections:
+                copied = all(
+                    key in value and type(value[key]) is type(default) and value[key] == default
+                    for key, default in section.items()
+                )
+                assert not copied, f"pipeline_lib.pcfg.{info.name}.{name} repeats schema defaults"
+    # The builders get the validated section as it is: same values, same key order.
+    checked = dataset.validate_spec(defaults)
+    assert checked == defaults and json.dumps(checked) == json.dumps(defaults)
+    filled = dataset.validate_spec(pcfg_spec(sample={"n_sentences": 5}))
     assert filled["sample"] == {"seed": 0, "n_sentences": 5, "length_limit": 32}
-    for spec, key in [
-        ({"bogus": 1}, "pcfg.bogus: unknown key"),
-        ({"sample": {"n_sentence": 5}}, "pcfg.sample.n_sentence: unknown key"),
+    for product, sections in RULE_SECTIONS.items():
+        assert dataset.validate_spec(rule_spec(product), require=sections) == rule_spec(product)
+
+
+def test_spec_sections_must_be_complete(tmp_path: Path) -> None:
+    with pytest.raises(dataset.SpecError) as error:
+        dataset.validate_spec({"sample": {"n_sentences": 5}})
+    assert str(error.value).startswith("pcfg.sample.seed: missing")
+    partial = {"downstream": TINY_SPEC["downstream"], "mlm": TINY_SPEC["mlm"]}
+    with pytest.raises(dataset.SpecError, match=r"^pcfg\.chart: missing; this product reads"):
+        dataset.build_downstream(partial, tmp_path / "grammar", tmp_path / "out", "A")
+    with pytest.raises(dataset.SpecError, match=r"^pcfg\.generate: missing"):
+        no_generate = {k: TINY_SPEC[k] for k in ("grammar", "grammar_format", "allow_unreachable")}
+        dataset.build_grammar(no_generate, tmp_path / "g")  # grammar null: generate it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spec_unknown_keys_and_bad_values() -> None:
+    for section, key, value, message in [
+        (None, "bogus", 1, "pcfg.bogus: unknown key"),
+        ("sample", "n_sentence", 5, "pcfg.sample.n_sentence: unknown key"),
         (
-            {"generate": {"lexical_probability_min": 0.1}},
+            "generate",
+            "lexical_probability_min",
+            0.1,
             "pcfg.generate.lexical_probability_min: unknown key",
         ),
-        ({"chart": {"method": "fast"}}, "pcfg.chart.method: 'fast' is not allowed"),
-        ({"sample": {"seed": -1}}, "pcfg.sample.seed: -1 is below the minimum 0"),
-        ({"mlm": {"dup_factor": True}}, "pcfg.mlm.dup_factor: True is not an integer"),
-        ({"downstream": {"tasks": ["A", "D"]}}, "pcfg.downstream.tasks: 'D' is not allowed"),
-        ({"generate": {"nonterminals_per_level": 50}}, "pcfg.generate: invalid GrammarShape"),
+        ("chart", "method", "fast", "pcfg.chart.method: 'fast' is not allowed"),
+        ("sample", "seed", -1, "pcfg.sample.seed: -1 is below the minimum 0"),
+        ("mlm", "dup_factor", True, "pcfg.mlm.dup_factor: True is not an integer"),
+        ("downstream", "tasks", ["A", "D"], "pcfg.downstream.tasks: 'D' is not allowed"),
+        ("generate", "nonterminals_per_level", 50, "pcfg.generate: invalid GrammarShape"),
     ]:
+        spec = copy.deepcopy(pcfg_spec())
+        (spec if section is None else spec[section])[key] = value
         with pytest.raises(dataset.SpecError) as error:
             dataset.validate_spec(spec)
-        assert str(error.value).startswith(key) and "\n" not in str(error.value)
+        assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
 def test_downstream_task_must_be_listed(built, tmp_path: Path) -> None:
@@ -152,7 +207,7 @@ C a 1.0
 def test_grammar_from_rule_file(tmp_path: Path) -> None:
     rules = tmp_path / "rules.txt"
     rules.write_text(RULE_FILE)
-    spec = {"grammar": str(rules), "allow_unreachable": True}
+    spec = pcfg_spec(grammar=str(rules), allow_unreachable=True)
     meta = dataset.build_grammar(spec, tmp_path / "g")
     assert meta["source"] == {
         "kind": "file",
@@ -173,7 +228,7 @@ def test_grammar_from_rule_file(tmp_path: Path) -> None:
     assert "C" in reread.nonterminals
     # Without allow_unreachable the file is rejected and nothing is written.
     with pytest.raises(Exception, match="'C' is unreachable"):
-        dataset.build_grammar({"grammar": str(rules)}, tmp_path / "g2")
+        dataset.build_grammar(pcfg_spec(grammar=str(rules)), tmp_path / "g2")
     assert not (tmp_path / "g2").exists()
 
 
@@ -217,7 +272,7 @@ def test_pretrain_rejects_sentences_longer_than_max_seq_length(built, tmp_path: 
     spec = {
         **TINY_SPEC,
         "sample": {**TINY_SPEC["sample"], "n_sentences": 50},
-        "mlm": {"max_seq_length": 5},
+        "mlm": {**TINY_SPEC["mlm"], "max_seq_length": 5},
     }
     with pytest.raises(dataset.PcfgError, match="max_seq_length 5 fits at most 3"):
         dataset.build_pretrain(spec, built["grammar"], tmp_path / "p")
@@ -382,14 +437,17 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_writes_the_same_directories(built, tmp_path: Path) -> None:
-    spec = json.dumps(TINY_SPEC)
+    # Each verb gets what its rule passes: only the sections that product reads.
+    def spec(product: str) -> str:
+        return json.dumps(rule_spec(product), sort_keys=True)
+
     grammar_dir = tmp_path / "grammar"
-    result = run_cli("build-grammar", "--spec", spec, "--out", str(grammar_dir))
+    result = run_cli("build-grammar", "--spec", spec("grammar"), "--out", str(grammar_dir))
     assert result.returncode == 0, result.stderr
     result = run_cli(
         "build-pretrain",
         "--spec",
-        spec,
+        spec("pretrain"),
         "--grammar",
         str(grammar_dir),
         "--out",
@@ -400,7 +458,7 @@ def test_cli_writes_the_same_directories(built, tmp_path: Path) -> None:
     result = run_cli(
         "build-downstream",
         "--spec",
-        spec,
+        spec("downstream"),
         "--grammar",
         str(grammar_dir),
         "--task",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import defaultdict
-from typing import Iterator
+from typing import Any, Iterator
 
 import jax
 
@@ -35,6 +35,14 @@ P -> 'a' [0.5] | 'b' [0.2] | R R [0.3]
 Q -> 'b' [0.4] | 'c' [0.6]
 R -> 'a' [0.5] | 'c' [0.5]
 """
+
+
+def pcfg_spec(**sections: Any) -> dict[str, Any]:
+    """The validated ``pcfg:`` config section with ``sections`` overriding the schema defaults
+    (what the workflow hands the data stage; :mod:`pipeline_lib.pcfg` has no defaults itself)."""
+    from pipeline_lib.config import validate_config
+
+    return validate_config({"seed": 0, "vocab": {"layout": "laptop"}, "pcfg": sections})["pcfg"]
 
 
 def ambiguous_grammar() -> Grammar:

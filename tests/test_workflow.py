@@ -127,14 +127,14 @@ def test_end_to_end_pretrain_resumes_from_checkpoints(tiny_workdir):
 
     work, common = tiny_workdir
     snakemake("pretrained_models", *common)
-    out = work / "results" / "pretrain" / "identity"
+    out = work / "results" / "transfer" / "pretrain" / "identity"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 6 and summary["best"]["step"] in (3, 6)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("split") == "eval" for r in rows)
-    assert (work / "results" / "ckpt" / "pretrain" / "identity").is_dir()  # not an output
+    assert (work / "results" / "ckpt" / "transfer" / "pretrain" / "identity").is_dir()  # not an output
     # --forcerun: the job finds its checkpoint at step 6 and finishes without retraining
-    snakemake("pretrained_models", "--forcerun", "pretrain", *common)
+    snakemake("pretrained_models", "--forcerun", "transfer_pretrain", *common)
     again = json.loads((out / "summary.json").read_text())
     assert again["resumed_from"] == 6 and again["step"] == 6
 
@@ -153,7 +153,7 @@ def test_end_to_end_wu_tables_rerun_and_forcerun(tiny_workdir):
     md = (tables / "table2.md").read_text()
     assert "Random init" in md and "identity: Per Param Mean/SD" in md
     assert "Pre-attn LN = 0.4" in (tables / "table3.md").read_text()
-    run = work / "results" / "finetune" / "pcfg_A" / "identity" / "pretrained" / "0"
+    run = work / "results" / "transfer" / "finetune" / "pcfg_A" / "identity" / "pretrained" / "0"
     record = json.loads((run / "metrics.json").read_text())
     assert record["init"] == "pretrained" and record["primary_metric"] == "exact_match"
     assert 0 <= record["score"] <= 100 and record["num_examples"] == 20
@@ -170,8 +170,8 @@ def test_end_to_end_wu_tables_rerun_and_forcerun(tiny_workdir):
         for line in plan.splitlines()
         if len(line.split()) == 2 and line.split()[1].isdigit()
     )
-    assert counts.get("finetune") == 1 and counts.get("pretrain") is None, plan
-    assert counts.get("table") == 2, plan  # table1 and table2 read identity/pretrained
+    assert counts.get("transfer_finetune") == 1 and counts.get("transfer_pretrain") is None, plan
+    assert counts.get("transfer_table") == 2, plan  # table1 and table2 read identity/pretrained
 
 
 @pytest.mark.slow
@@ -181,20 +181,20 @@ def test_end_to_end_pcfg_tables_and_lm_models(tiny_workdir):
     work, common = tiny_workdir
     snakemake("pcfg_tables", "lm_models", *common)
     tables = work / "results" / "tables"
-    md = (tables / "pcfg_checkpoints.md").read_text()
+    md = (tables / "implicit_bias_checkpoints.md").read_text()
     assert "small / adamw / step 4" in md and "large / adamw / step 2" in md
     assert "Lookup table" in md and "tr(H) hutchinson" in md and "tr(H) fisher" in md
-    for name in ("pcfg_accuracy_vs_loss.png", "pcfg_accuracy_vs_trace.png",
-                 "pcfg_correlations.tex"):
+    for name in ("implicit_bias_accuracy_vs_loss.png", "implicit_bias_accuracy_vs_trace.png",
+                 "implicit_bias_correlations.tex"):
         assert (tables / name).stat().st_size > 0, name
     record = json.loads(
-        (work / "results" / "liu" / "eval" / "small" / "adamw" / "0" / "step4.json").read_text()
+        (work / "results" / "implicit_bias" / "eval" / "small" / "adamw" / "0" / "step4.json").read_text()
     )
     assert record["gap"] > 0 and record["model_loss"] > record["optimal_loss"]
     assert record["trace_model"]["hidden_size"] == 32  # enlarged into `large`
     for variant in ("primer_ez", "transformer_pp"):
-        summary = json.loads((work / "results" / "lm" / variant / "summary.json").read_text())
+        summary = json.loads((work / "results" / "primer" / variant / "summary.json").read_text())
         assert summary["variant"] == variant and summary["validation_loss"] > 0
-    lm_md = (tables / "lm_variants.md").read_text()
+    lm_md = (tables / "primer.md").read_text()
     assert "| primer_ez |" in lm_md and "| transformer_pp |" in lm_md and "Perplexity" in lm_md
     assert "Nothing to be done" in snakemake("pcfg_tables", "lm_models", "-n", *common).stdout

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline_lib import files
 from pipeline_lib.data import store
 from pipeline_lib.data.ragged import Ragged, first_occurrences, row_hashes, stack
 from pipeline_lib.data.synthetic import SIMPLE_TASKS, generate_simple
@@ -196,15 +197,6 @@ def build_source(source: str, spec: CorpusSpec, layout: VocabLayout, workers: in
     )
 
 
-def _length_stats(r: Ragged) -> dict:
-    lengths = r.lengths
-    return {
-        "min": int(lengths.min(initial=0)),
-        "mean": round(float(lengths.mean()) if lengths.size else 0.0, 3),
-        "max": int(lengths.max(initial=0)),
-    }
-
-
 def build_corpus(
     spec: CorpusSpec, layout: VocabLayout, out_dir: Path, workers: int = 1
 ) -> dict:
@@ -213,7 +205,7 @@ def build_corpus(
     meta_sources = {}
     checksums: dict[str, str] = {}
     samples = []
-    with store.atomic_directory(Path(out_dir)) as tmp:
+    with files.atomic_directory(Path(out_dir)) as tmp:
         for source in sources(spec.task):
             splits = build_source(source, spec, layout, workers)
             counts = {"generated": splits.generated, "distinct_inputs": splits.distinct}
@@ -221,7 +213,7 @@ def build_corpus(
             for split in ("train", "valid"):
                 for field, data in zip(store.FIELDS, getattr(splits, split), strict=True):
                     checksums.update(store.write_split(tmp, source, split, field, data, dtype))
-                    lengths[f"{split}.{field}"] = _length_stats(data)
+                    lengths[f"{split}.{field}"] = store.length_stats(data.lengths)
                 counts[split] = getattr(splits, split)[0].n
             meta_sources[source] = {"counts": counts, "lengths": lengths}
             per_source = SAMPLE_ROWS // len(sources(spec.task))
@@ -238,7 +230,7 @@ def build_corpus(
                     }
                 )
         meta = corpus_meta(spec, layout, meta_sources, checksums, dtype)
-        store.write_json_atomic(tmp / "meta.json", meta)
+        files.write_json_atomic(tmp / "meta.json", meta)
         with open(tmp / "sample.jsonl", "w") as f:
             for row in samples:
                 f.write(_json_line(row))

@@ -44,6 +44,7 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline_lib import files
 from pipeline_lib.data import store
 from pipeline_lib.data.downstream_adapters import (
     ADAPTERS,
@@ -334,15 +335,6 @@ def _write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _length_stats(r: Ragged) -> dict:
-    lengths = r.lengths
-    return {
-        "min": int(lengths.min(initial=0)),
-        "mean": round(float(lengths.mean()) if lengths.size else 0.0, 3),
-        "max": int(lengths.max(initial=0)),
-    }
-
-
 def _encode(tokenizer: Tokenizer, texts: Sequence[str], dtype, limit: int) -> Ragged:
     rows = [tokenizer.encode(t) for t in texts]
     data = Ragged.from_rows(rows, dtype=np.int64)
@@ -363,7 +355,7 @@ def build_downstream(
     checksums: dict[str, str] = {}
     counts: dict[str, int] = {}
     lengths: dict[str, dict] = {}
-    with store.atomic_directory(Path(out_dir)) as tmp:
+    with files.atomic_directory(Path(out_dir)) as tmp:
         encoded = {}
         for split in SPLITS:
             examples = splits[split]
@@ -373,7 +365,7 @@ def build_downstream(
                 )
                 encoded[split, field] = data
                 checksums.update(store.write_split(tmp, name, split, field, data, dtype))
-                lengths[f"{split}.{field}"] = _length_stats(data)
+                lengths[f"{split}.{field}"] = store.length_stats(data.lengths)
             counts[split] = len(examples)
             _write_text(
                 tmp / f"{split}.examples.jsonl",
@@ -430,7 +422,7 @@ def build_downstream(
             "vocab": vocab,
             "checksums": dict(sorted(checksums.items())),
         }
-        store.write_json_atomic(tmp / "meta.json", meta)
+        files.write_json_atomic(tmp / "meta.json", meta)
     return meta
 
 

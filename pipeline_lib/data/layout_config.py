@@ -5,14 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline_lib.data.corpus import CorpusSpec
+from pipeline_lib.data.synthetic import SPECIAL_CORPORA
 from pipeline_lib.data.vocab import VocabLayout, laptop_layout, paper_layout
 from pipeline_lib.remote import local_copy
 
-TASK_PARAM_SECTIONS = {
-    "lime": "lime",
-    "nonsense_summary": "nonsense_summary",
-    "nesting_language": "nesting_language",
-}
 
 
 def layout_from_config(cfg: dict, cache_dir: str | Path = "results/cache") -> VocabLayout:
@@ -30,7 +26,7 @@ def layout_from_config(cfg: dict, cache_dir: str | Path = "results/cache") -> Vo
 
 def corpus_spec(cfg: dict, task: str) -> CorpusSpec:
     corpora = cfg["corpora"]
-    section = TASK_PARAM_SECTIONS.get(task)
+    section = task if task in SPECIAL_CORPORA else None
     return CorpusSpec(
         task=task,
         seed=int(cfg["seed"]),

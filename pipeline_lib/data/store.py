@@ -11,13 +11,8 @@ an interrupted job leaves nothing half-written under the final name.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +54,17 @@ def write_split(root: Path, source: str, split: str, field: str, data: Ragged, d
     }
 
 
+def length_stats(lengths: np.ndarray, digits: int = 3) -> dict:
+    """min / mean / max of a length array for meta.json (zeros for an empty array)."""
+    # NB: `min(initial=0)` makes "min" 0 whatever the lengths are (a known bug, kept until the
+    # fix lands with its own regression test, so this refactor changes no output byte).
+    return {
+        "min": int(lengths.min(initial=0)),
+        "mean": round(float(lengths.mean()) if lengths.size else 0.0, digits),
+        "max": int(lengths.max(initial=0)),
+    }
+
+
 def read_split(root: Path, source: str, split: str, field: str, mmap: bool = True) -> Ragged:
     tokens_path, offsets_path = array_paths(Path(root), source, split, field)
     for p in (tokens_path, offsets_path):
@@ -97,48 +103,3 @@ def verify_checksums(root: Path) -> None:
             raise StoreError(f"{path}: missing")
         if sha256_file(path) != digest:
             raise StoreError(f"{path}: checksum mismatch (corrupt or modified file)")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-        tmp = f.name
-    os.replace(tmp, path)
-
-
-def copy_atomic(src: Path, dest: Path) -> None:
-    """Copy a file into place atomically (temporary sibling, then rename)."""
-    tmp = Path(dest).with_name(f".{Path(dest).name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-
-
-@contextlib.contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory next to `final`; on success it replaces `final`.
-
-    On any error the temporary directory is removed and an existing `final` is untouched.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # A job killed with SIGKILL cannot clean up; its leftovers are removed by the next attempt.
-    for stale in final.parent.glob(f".{final.name}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old.{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

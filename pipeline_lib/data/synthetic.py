@@ -53,6 +53,9 @@ SIMPLE_TASKS: dict[str, SimpleTask] = {
         SimpleTask("set2_minus_set1", "set_2_minus_1", S.set_op_sequences, T.set2_minus_set1),
     ]
 }
+
+# The three corpora with generators of their own (and a config section of parameters each).
+SPECIAL_CORPORA = ("lime", "nonsense_summary", "nesting_language")
 INTERNAL_TO_ID = {t.internal_name: t.id for t in SIMPLE_TASKS.values()}
 
 

@@ -261,7 +261,3 @@ def reference_example(
     target = fn(*args, layout) or [layout.empty_marker]
     prefix = list(layout.prefix(internal_name)) + [layout.task_input_divider]
     return prefix + data, target
-
-
-def reference_target(task_id: str, args: tuple[list[int], ...], layout: VocabLayout) -> list[int]:
-    return REFERENCE[task_id][1](*args, layout) or [layout.empty_marker]

@@ -52,7 +52,7 @@ import numpy as np
 from flax import nnx
 
 from pipeline_lib.data import store
-from pipeline_lib.pcfg.conditionals import _ratio_standard_error
+from pipeline_lib.pcfg.conditionals import ratio_standard_error as _ratio_standard_error
 
 LogitsFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 """``(params, input_ids [rows, L], input_mask [rows, L], masked_positions [rows]) -> [rows, V]``."""

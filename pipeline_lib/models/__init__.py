@@ -1,9 +1,11 @@
 """Models (flax NNX) with T5X's numerics and parameter names.
 
-* `configs`: size presets as frozen dataclasses, and their validation.
-* `layers`: shared building blocks (T5 LayerNorm, dense kernels with T5X initialisers, relative
-  position bias, attention with a key/value cache, MLPs, embedding) and flat '/'-joined
-  parameter dictionaries (`flat_params`, `load_flat_params`).
+* `configs`: T5 size presets (frozen dataclasses), and the validation helpers every model
+  config shares.
+* `layers`: shared building blocks (T5 LayerNorm, dense kernels with T5X initialisers, their
+  biased counterparts `LayerNorm` and `Linear`, relative position bias, attention with a
+  key/value cache, MLPs, embedding) and flat '/'-joined parameter dictionaries
+  (`flat_params`, `load_flat_params`).
 * `t5`: T5 v1.0 / v1.1, object and functional (pure, jittable) APIs, incremental decoding.
 * `interop`: Hugging Face ``transformers`` checkpoints <-> project weights (needs ``safetensors``;
   imported on demand so that nothing here needs torch).

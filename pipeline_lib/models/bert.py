@@ -64,12 +64,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pipeline_lib.config import ConfigError
-from pipeline_lib.models.configs import DTYPES, require_choice, require_positive_int
+from pipeline_lib.errors import ConfigError
+from pipeline_lib.models.configs import (
+    config_from_preset,
+    require_bool,
+    require_choice,
+    require_divides,
+    require_dtype,
+    require_non_negative_int,
+    require_positive_int,
+    require_positive_number,
+    require_rate,
+)
 from pipeline_lib.models.layers import (
     Array,
     Embed,
     Initializer,
+    LayerNorm,
+    Linear,
     dropout,
     flat_params,
     load_flat_params,
@@ -161,10 +173,6 @@ def padded_vocab_size(size: int, multiple: int = 8) -> int:
     return -(-size // multiple) * multiple
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def validate_bert_config(cfg: BertConfig, prefix: str = "model") -> BertConfig:
     """Check that ``cfg`` describes a buildable model; return it unchanged.
 
@@ -174,26 +182,15 @@ def validate_bert_config(cfg: BertConfig, prefix: str = "model") -> BertConfig:
                  "max_position_embeddings", "probe_length"):
         require_positive_int(prefix, name, getattr(cfg, name))
     for name in ("type_vocab_size", "num_labels"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{prefix}.{name}: {value!r} must be a non-negative integer")
-    if cfg.hidden_size % cfg.num_heads:
-        raise ConfigError(
-            f"{prefix}.num_heads: {cfg.num_heads} does not divide "
-            f"{prefix}.hidden_size {cfg.hidden_size}"
-        )
+        require_non_negative_int(prefix, name, getattr(cfg, name))
+    require_divides(prefix, "num_heads", cfg.num_heads, "hidden_size", cfg.hidden_size)
     require_choice(prefix, "hidden_act", cfg.hidden_act, tuple(BERT_ACTIVATIONS), "activation")
-    require_choice(prefix, "dtype", cfg.dtype, DTYPES, "compute dtype")
+    require_dtype(prefix, cfg.dtype)
     for name in ("hidden_dropout_rate", "attention_dropout_rate"):
-        value = getattr(cfg, name)
-        if not _is_number(value) or not 0.0 <= value < 1.0:
-            raise ConfigError(f"{prefix}.{name}: {value!r} must be in [0, 1)")
+        require_rate(prefix, name, getattr(cfg, name))
     for name in ("layer_norm_eps", "initializer_range"):
-        value = getattr(cfg, name)
-        if not _is_number(value) or not value > 0:
-            raise ConfigError(f"{prefix}.{name}: {value!r} must be positive")
-    if not isinstance(cfg.pre_ln, bool):
-        raise ConfigError(f"{prefix}.pre_ln: {cfg.pre_ln!r} must be true or false")
+        require_positive_number(prefix, name, getattr(cfg, name))
+    require_bool(prefix, "pre_ln", cfg.pre_ln)
     if not 3 <= cfg.probe_length <= cfg.max_position_embeddings:
         raise ConfigError(
             f"{prefix}.probe_length: {cfg.probe_length} must be in [3, "
@@ -205,72 +202,27 @@ def validate_bert_config(cfg: BertConfig, prefix: str = "model") -> BertConfig:
 
 def bert_config(preset: str = "bert_235m", prefix: str = "model", **overrides: Any) -> BertConfig:
     """A validated preset with overrides, e.g. ``bert_config("bert_laptop", vocab_size=208)``."""
-    require_choice(prefix, "preset", preset, tuple(BERT_PRESETS), "BERT preset")
-    known = {f.name for f in dataclasses.fields(BertConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(
-            f"{prefix}.{unknown[0]}: unknown key; allowed keys: preset, {', '.join(sorted(known))}"
-        )
-    if preset in PRESETS_NEEDING_VOCAB and "vocab_size" not in overrides:
-        raise ConfigError(
-            f"{prefix}.vocab_size: preset {preset} needs the vocabulary size (the PCFG compact "
-            "vocabulary, e.g. padded_vocab_size(vocabulary.size))"
-        )
-    return validate_bert_config(dataclasses.replace(BERT_PRESETS[preset], **overrides), prefix)
+
+    def require_vocab(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        # Checked before the overrides apply: the preset's placeholder vocab_size 0 would only
+        # say "must be a positive integer", not where the size comes from.
+        if preset in PRESETS_NEEDING_VOCAB and "vocab_size" not in overrides:
+            raise ConfigError(
+                f"{prefix}.vocab_size: preset {preset} needs the vocabulary size (the PCFG "
+                "compact vocabulary, e.g. padded_vocab_size(vocabulary.size))"
+            )
+        return overrides
+
+    return config_from_preset(
+        BERT_PRESETS, preset, overrides, prefix=prefix, kind="BERT preset",
+        validate=validate_bert_config, prepare=require_vocab,
+    )
 
 
 def bert_config_from_dict(values: Mapping[str, Any], prefix: str = "model") -> BertConfig:
     """Build a config from a YAML mapping: optional ``preset`` (default bert_235m) + overrides."""
     values = dict(values)
     return bert_config(values.pop("preset", "bert_235m"), prefix=prefix, **values)
-
-
-# --------------------------------------------------------------------------------------------
-# Building blocks with biases (layers.py's are bias-free, as T5). decoder_lm reuses them.
-# --------------------------------------------------------------------------------------------
-
-
-class LayerNorm(nnx.Module):
-    """(x - mean) / sqrt(var + eps) * scale + bias; statistics in float32."""
-
-    def __init__(self, features: int, *, eps: float, dtype: Any = jnp.float32):
-        self.eps = eps
-        self.dtype = jnp.dtype(dtype)
-        self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
-
-    def __call__(self, x: Array) -> Array:
-        x = x.astype(jnp.float32)
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        centered = x - mean
-        variance = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
-        y = centered * jax.lax.rsqrt(variance + self.eps) * self.scale[...] + self.bias[...]
-        return y.astype(self.dtype)
-
-
-class Linear(nnx.Module):
-    """``x @ kernel + bias`` with a 2-D float32 kernel ``[in, out]``; ``use_bias=False`` drops it."""
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        kernel_init: Initializer,
-        use_bias: bool = True,
-        dtype: Any = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        self.dtype = jnp.dtype(dtype)
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
-
-    def __call__(self, x: Array) -> Array:
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-        if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
-        return y
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,6 +552,16 @@ def _merge(graphdef: nnx.GraphDef, state: StateLike) -> Bert:
     return nnx.merge(graphdef, *states)
 
 
+def _call(
+    graphdef: nnx.GraphDef, state: StateLike, method: str, *args: Any, **kwargs: Any
+) -> Array:
+    """``model.<method>(*args, **kwargs)`` on the model rebuilt from ``graphdef`` and ``state``.
+
+    The body of every wrapper below. By name, so that the merged object's own method runs.
+    """
+    return getattr(_merge(graphdef, state), method)(*args, **kwargs)
+
+
 def bert_encode(
     graphdef: nnx.GraphDef,
     state: StateLike,
@@ -611,7 +573,7 @@ def bert_encode(
     deterministic: bool = True,
 ) -> Array:
     """Pure `Bert.encode`: final hidden states ``[b, l, hidden]``."""
-    model = _merge(graphdef, state)
+    model = _merge(graphdef, state)  # not `_call`: `Bert.encode` takes the resolved key
     return model.encode(
         input_ids, input_mask, token_type_ids, rng=model._rng(dropout_rng, deterministic)
     )
@@ -629,10 +591,9 @@ def bert_mlm_logits(
     deterministic: bool = True,
 ) -> Array:
     """Pure `Bert.mlm_logits`: float32 ``[b, l | p, vocab]``."""
-    return _merge(graphdef, state).mlm_logits(
-        input_ids, input_mask, token_type_ids, masked_positions=masked_positions,
-        dropout_rng=dropout_rng, deterministic=deterministic,
-    )
+    return _call(graphdef, state, "mlm_logits", input_ids, input_mask, token_type_ids,
+                 masked_positions=masked_positions, dropout_rng=dropout_rng,
+                 deterministic=deterministic)
 
 
 def bert_classify(
@@ -646,10 +607,8 @@ def bert_classify(
     deterministic: bool = True,
 ) -> Array:
     """Pure `Bert.classify`: fine-tuning logits ``[b, num_labels]``."""
-    return _merge(graphdef, state).classify(
-        input_ids, input_mask, token_type_ids, dropout_rng=dropout_rng,
-        deterministic=deterministic,
-    )
+    return _call(graphdef, state, "classify", input_ids, input_mask, token_type_ids,
+                 dropout_rng=dropout_rng, deterministic=deterministic)
 
 
 def bert_features(
@@ -663,10 +622,8 @@ def bert_features(
     deterministic: bool = True,
 ) -> Array:
     """Pure `Bert.probe_features`: frozen ``[b, (probe_length - 2) * hidden]`` features."""
-    return _merge(graphdef, state).probe_features(
-        input_ids, input_mask, token_type_ids, dropout_rng=dropout_rng,
-        deterministic=deterministic,
-    )
+    return _call(graphdef, state, "probe_features", input_ids, input_mask, token_type_ids,
+                 dropout_rng=dropout_rng, deterministic=deterministic)
 
 
 def bert_probe_logits(
@@ -680,10 +637,8 @@ def bert_probe_logits(
     deterministic: bool = True,
 ) -> Array:
     """Pure `Bert.probe_logits`: linear-probe logits ``[b, num_labels]``."""
-    return _merge(graphdef, state).probe_logits(
-        input_ids, input_mask, token_type_ids, dropout_rng=dropout_rng,
-        deterministic=deterministic,
-    )
+    return _call(graphdef, state, "probe_logits", input_ids, input_mask, token_type_ids,
+                 dropout_rng=dropout_rng, deterministic=deterministic)
 
 
 def bert_probe_head(
@@ -695,9 +650,8 @@ def bert_probe_head(
     deterministic: bool = True,
 ) -> Array:
     """Pure `Bert.probe_head`: probe logits from precomputed `bert_features`."""
-    return _merge(graphdef, state).probe_head(
-        features, dropout_rng=dropout_rng, deterministic=deterministic
-    )
+    return _call(graphdef, state, "probe_head", features, dropout_rng=dropout_rng,
+                 deterministic=deterministic)
 
 
 def split_probe(model: Bert) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
@@ -757,11 +711,6 @@ def bert_matmul_flops(
     head = 2 * predicted * (d * d + d * vocab)
     return batch * (cfg.num_layers * per_layer + head)
 
-
-# Importing the model registers its Hugging Face mapping (interop's convention: `load_hf_checkpoint`
-# imports pipeline_lib.models.<model_type>). At the end, because bert_interop imports this module.
-from pipeline_lib.models import bert_interop as _bert_interop  # noqa: F401
-
 __all__ = [
     "BERT_ACTIVATIONS",
     "BERT_PRESETS",
@@ -772,8 +721,6 @@ __all__ = [
     "BertEncoder",
     "BertLayer",
     "BertMlp",
-    "LayerNorm",
-    "Linear",
     "MlmHead",
     "Pooler",
     "bert_classify",

@@ -1,6 +1,7 @@
 """Hugging Face ``BertForMaskedLM`` <-> project `Bert` weights (local files only).
 
-Registered with `interop` under ``model_type="bert"``, so the generic entry points work:
+Listed in `interop.HF_ARCHITECTURES` under ``model_type="bert"`` (resolved on first use, never
+imported by `bert`), so the generic entry points work:
 ``interop.load_hf_checkpoint(dir)``, ``interop.save_hf_checkpoint(model, dir)``,
 ``interop.from_hf_state_dict(config_dict, state_dict)``, ``interop.to_hf_state_dict(model)``
 and ``interop.to_transformers(model)`` (a ``BertForMaskedLM``). Nothing is ever downloaded.
@@ -203,17 +204,15 @@ def _bert_params_to_hf(flat: Mapping[str, np.ndarray], cfg: BertConfig) -> State
     }
 
 
-BERT_HF = interop.register_hf_architecture(
-    interop.HFArchitecture(
-        model_type="bert",
-        architecture="BertForMaskedLM",
-        config_type=BertConfig,
-        config_from_hf=bert_config_from_hf,
-        config_to_hf=bert_config_to_hf,
-        params_from_hf=_bert_params_from_hf,
-        params_to_hf=_bert_params_to_hf,
-        build=lambda config, rngs: Bert(config, rngs=rngs),
-    )
+BERT_HF = interop.HFArchitecture(
+    model_type="bert",
+    architecture="BertForMaskedLM",
+    config_type=BertConfig,
+    config_from_hf=bert_config_from_hf,
+    config_to_hf=bert_config_to_hf,
+    params_from_hf=_bert_params_from_hf,
+    params_to_hf=_bert_params_to_hf,
+    build=lambda config, rngs: Bert(config, rngs=rngs),
 )
 
 __all__ = ["BERT_HF", "bert_config_from_hf", "bert_config_to_hf", "bert_hf_names"]

@@ -1,5 +1,9 @@
 """Model size presets (frozen dataclasses) and their validation.
 
+This module holds the validation helpers every model config shares (`require_choice`,
+`require_positive_int`, ..., and `config_from_preset`: a preset name plus field overrides ->
+a validated config) and the T5 configs; BERT's and the decoder LM's live beside their models.
+
 A config is plain data: it is hashable (so it can sit in an NNX graphdef and key a jit cache),
 YAML-friendly (``dtype`` is a string) and checked once, before any parameter is allocated, by
 `validate_t5_config`, which raises a `ConfigError` (a `ValueError`) whose one message names the
@@ -13,12 +17,12 @@ because the project's ``laptop`` vocabulary layout is much smaller than T5's 321
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import jax.numpy as jnp
 
-from pipeline_lib.config import ConfigError
+from pipeline_lib.errors import ConfigError
 
 MLP_TYPES = ("relu", "gated-gelu", "swiglu", "squared-relu")
 """MLP variants (see `layers.Mlp`): T5 v1.0 ReLU, T5 v1.1 gated-GELU, SwiGLU, Primer's
@@ -27,6 +31,139 @@ squared ReLU. Gated variants have kernels ``wi_0`` (activated), ``wi_1`` (linear
 DTYPES = ("float32", "bfloat16")
 """Compute dtypes. Parameters are always stored in float32, as in T5X (which never used float16:
 its -1e10 attention-mask bias overflows there)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers shared by every model config (T5, BERT, decoder LM). Each raises one
+# `ConfigError` naming the key as ``<prefix>.<name>``; callers check in a fixed order, so the
+# first problem found is the one reported.
+# --------------------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_check(allow_bool: bool) -> Callable[[Any], bool]:
+    # bool is an int subclass: the T5 and decoder LM checks have always let True/False through
+    # as 1/0 (BERT's never did). Kept per call site so that sharing the helpers changes nothing.
+    return (lambda value: isinstance(value, (int, float))) if allow_bool else _is_number
+
+
+def require_positive_int(prefix: str, name: str, value: Any) -> None:
+    """Raise ``ConfigError('<prefix>.<name>: ...')`` unless value is an int >= 1."""
+    if not _is_int(value) or value < 1:
+        raise ConfigError(f"{prefix}.{name}: {value!r} must be a positive integer")
+
+
+def require_non_negative_int(prefix: str, name: str, value: Any) -> None:
+    """Raise ``ConfigError`` naming the key unless value is an int >= 0."""
+    if not _is_int(value) or value < 0:
+        raise ConfigError(f"{prefix}.{name}: {value!r} must be a non-negative integer")
+
+
+def require_choice(prefix: str, name: str, value: Any, allowed: tuple[str, ...], what: str) -> None:
+    """Raise ``ConfigError`` naming the key unless value is one of ``allowed``."""
+    if value not in allowed:
+        raise ConfigError(
+            f"{prefix}.{name}: {value!r} is not a known {what}; allowed: {', '.join(allowed)}"
+        )
+
+
+def require_dtype(prefix: str, value: Any) -> None:
+    """``<prefix>.dtype`` must be one of `DTYPES`."""
+    require_choice(prefix, "dtype", value, DTYPES, "compute dtype")
+
+
+def require_bool(prefix: str, name: str, value: Any) -> None:
+    """Raise ``ConfigError`` naming the key unless value is True or False."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{prefix}.{name}: {value!r} must be true or false")
+
+
+def require_rate(prefix: str, name: str, value: Any, *, allow_bool: bool = False) -> None:
+    """A probability such as a dropout rate: a number in [0, 1)."""
+    if not _number_check(allow_bool)(value) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"{prefix}.{name}: {value!r} must be in [0, 1)")
+
+
+def require_positive_number(
+    prefix: str, name: str, value: Any, *, allow_bool: bool = False
+) -> None:
+    """A number > 0 (an eps, an init scale)."""
+    if not _number_check(allow_bool)(value) or not value > 0:
+        raise ConfigError(f"{prefix}.{name}: {value!r} must be positive")
+
+
+def require_divides(prefix: str, name: str, value: int, width_name: str, width: int) -> None:
+    """``<prefix>.<name>`` (e.g. num_heads) must divide ``<prefix>.<width_name>``."""
+    if width % value:
+        raise ConfigError(
+            f"{prefix}.{name}: {value} does not divide {prefix}.{width_name} {width}"
+        )
+
+
+def require_head_dim(prefix: str, head_dim: Any, num_heads: int, d_model: int) -> None:
+    """T5-style heads: an explicit positive ``head_dim``, or None = d_model // num_heads (then
+    num_heads must divide d_model). Call after num_heads and d_model are known positive."""
+    if head_dim is None:
+        require_divides(prefix, "num_heads", num_heads, "d_model", d_model)
+    else:
+        require_positive_int(prefix, "head_dim", head_dim)
+
+
+def require_relpos_max_distance(prefix: str, buckets: int, max_distance: Any) -> None:
+    """T5 relative positions: ``relpos_max_distance`` beyond the exact-distance buckets."""
+    if max_distance <= buckets // 2:
+        raise ConfigError(
+            f"{prefix}.relpos_max_distance: {max_distance} must exceed "
+            f"{prefix}.relpos_buckets // 2 = {buckets // 2} (the exact-distance buckets)"
+        )
+
+
+C = TypeVar("C")
+
+
+def config_from_preset(
+    presets: Mapping[str, C],
+    preset: str,
+    overrides: Mapping[str, Any],
+    *,
+    prefix: str,
+    kind: str,
+    validate: Callable[[C, str], C],
+    prepare: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+) -> C:
+    """``validate(dataclasses.replace(presets[preset], **overrides), prefix)``, with errors.
+
+    In order: the preset must be known (``<prefix>.preset: ... is not a known <kind>``), every
+    override must be a field of the config dataclass (``<prefix>.<key>: unknown key``), then
+    ``prepare(preset, overrides)``, if given, may raise or fill in preset-specific defaults.
+
+    ``overrides`` is a mapping, not ``**kwargs``: a user key that happened to be named like one
+    of these parameters (``kind``, ``validate``) must still be reported as an unknown key.
+    """
+    require_choice(prefix, "preset", preset, tuple(presets), kind)
+    base = presets[preset]
+    known = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}.{unknown[0]}: unknown key; allowed keys: preset, {', '.join(sorted(known))}"
+        )
+    overrides = dict(overrides)
+    if prepare is not None:
+        overrides = prepare(preset, overrides)
+    return validate(dataclasses.replace(base, **overrides), prefix)
+
+
+# --------------------------------------------------------------------------------------------
+# T5.
+# --------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,24 +229,6 @@ T5_PRESETS: dict[str, T5Config] = {
 }
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def require_positive_int(prefix: str, name: str, value: Any) -> None:
-    """Raise ``ConfigError('<prefix>.<name>: ...')`` unless value is an int >= 1."""
-    if not _is_int(value) or value < 1:
-        raise ConfigError(f"{prefix}.{name}: {value!r} must be a positive integer")
-
-
-def require_choice(prefix: str, name: str, value: Any, allowed: tuple[str, ...], what: str) -> None:
-    """Raise ``ConfigError`` naming the key unless value is one of ``allowed``."""
-    if value not in allowed:
-        raise ConfigError(
-            f"{prefix}.{name}: {value!r} is not a known {what}; allowed: {', '.join(allowed)}"
-        )
-
-
 def validate_t5_config(cfg: T5Config, prefix: str = "model") -> T5Config:
     """Check that ``cfg`` describes a buildable model; return it unchanged.
 
@@ -119,46 +238,27 @@ def validate_t5_config(cfg: T5Config, prefix: str = "model") -> T5Config:
     for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_encoder_layers",
                  "num_decoder_layers", "relpos_buckets", "relpos_max_distance"):
         require_positive_int(prefix, name, getattr(cfg, name))
-    if cfg.head_dim is None:
-        if cfg.d_model % cfg.num_heads:
-            raise ConfigError(
-                f"{prefix}.num_heads: {cfg.num_heads} does not divide "
-                f"{prefix}.d_model {cfg.d_model}"
-            )
-    else:
-        require_positive_int(prefix, "head_dim", cfg.head_dim)
+    require_head_dim(prefix, cfg.head_dim, cfg.num_heads, cfg.d_model)
     require_choice(prefix, "mlp", cfg.mlp, MLP_TYPES, "MLP type")
-    require_choice(prefix, "dtype", cfg.dtype, DTYPES, "compute dtype")
+    require_dtype(prefix, cfg.dtype)
     if cfg.relpos_buckets < 4 or cfg.relpos_buckets % 2:
         raise ConfigError(
             f"{prefix}.relpos_buckets: {cfg.relpos_buckets} must be an even number >= 4 "
             "(the bidirectional encoder splits the buckets in half, then half again)"
         )
-    if cfg.relpos_max_distance <= cfg.relpos_buckets // 2:
-        raise ConfigError(
-            f"{prefix}.relpos_max_distance: {cfg.relpos_max_distance} must exceed "
-            f"{prefix}.relpos_buckets // 2 = {cfg.relpos_buckets // 2} (the exact-distance buckets)"
-        )
-    if not isinstance(cfg.dropout_rate, (int, float)) or not 0.0 <= cfg.dropout_rate < 1.0:
-        raise ConfigError(f"{prefix}.dropout_rate: {cfg.dropout_rate!r} must be in [0, 1)")
-    if not isinstance(cfg.layer_norm_eps, (int, float)) or not cfg.layer_norm_eps > 0:
-        raise ConfigError(f"{prefix}.layer_norm_eps: {cfg.layer_norm_eps!r} must be positive")
+    require_relpos_max_distance(prefix, cfg.relpos_buckets, cfg.relpos_max_distance)
+    require_rate(prefix, "dropout_rate", cfg.dropout_rate, allow_bool=True)
+    require_positive_number(prefix, "layer_norm_eps", cfg.layer_norm_eps, allow_bool=True)
     for name in ("tie_embeddings", "float32_attention_logits"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ConfigError(f"{prefix}.{name}: {getattr(cfg, name)!r} must be true or false")
+        require_bool(prefix, name, getattr(cfg, name))
     return cfg
 
 
 def t5_config(preset: str = "t5_small", prefix: str = "model", **overrides: Any) -> T5Config:
     """A validated preset with field overrides, e.g. ``t5_config("t5_laptop", vocab_size=612)``."""
-    require_choice(prefix, "preset", preset, tuple(T5_PRESETS), "T5 preset")
-    known = {f.name for f in dataclasses.fields(T5Config)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(
-            f"{prefix}.{unknown[0]}: unknown key; allowed keys: preset, {', '.join(sorted(known))}"
-        )
-    return validate_t5_config(dataclasses.replace(T5_PRESETS[preset], **overrides), prefix)
+    return config_from_preset(
+        T5_PRESETS, preset, overrides, prefix=prefix, kind="T5 preset", validate=validate_t5_config
+    )
 
 
 def t5_config_from_dict(values: Mapping[str, Any], prefix: str = "model") -> T5Config:

@@ -61,15 +61,26 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pipeline_lib.config import ConfigError
-from pipeline_lib.models.bert import LayerNorm, Linear
-from pipeline_lib.models.configs import DTYPES, require_choice, require_positive_int
+from pipeline_lib.errors import ConfigError
+from pipeline_lib.models.configs import (
+    config_from_preset,
+    require_bool,
+    require_choice,
+    require_dtype,
+    require_head_dim,
+    require_positive_int,
+    require_positive_number,
+    require_rate,
+    require_relpos_max_distance,
+)
 from pipeline_lib.models.layers import (
     ATTENTION_INIT,
     MLP_INIT,
     Array,
     Dense,
     Embed,
+    LayerNorm,
+    Linear,
     RelativePositionBias,
     RMSNorm,
     broadcast_over_batch,
@@ -179,31 +190,18 @@ def validate_decoder_lm_config(cfg: DecoderLMConfig, prefix: str = "model") -> D
     for name in ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "relpos_buckets",
                  "relpos_max_distance"):
         require_positive_int(prefix, name, getattr(cfg, name))
-    if cfg.head_dim is None:
-        if cfg.d_model % cfg.num_heads:
-            raise ConfigError(
-                f"{prefix}.num_heads: {cfg.num_heads} does not divide {prefix}.d_model {cfg.d_model}"
-            )
-    else:
-        require_positive_int(prefix, "head_dim", cfg.head_dim)
+    require_head_dim(prefix, cfg.head_dim, cfg.num_heads, cfg.d_model)
     require_choice(prefix, "variant", cfg.variant, VARIANTS, "decoder LM variant")
     if cfg.mlp is not None:
         require_choice(prefix, "mlp", cfg.mlp, DECODER_MLPS, "MLP type")
-    require_choice(prefix, "dtype", cfg.dtype, DTYPES, "compute dtype")
+    require_dtype(prefix, cfg.dtype)
     if cfg.relpos_buckets < 2:
         raise ConfigError(f"{prefix}.relpos_buckets: {cfg.relpos_buckets} must be >= 2")
-    if cfg.relpos_max_distance <= cfg.relpos_buckets // 2:
-        raise ConfigError(
-            f"{prefix}.relpos_max_distance: {cfg.relpos_max_distance} must exceed "
-            f"{prefix}.relpos_buckets // 2 = {cfg.relpos_buckets // 2} (the exact-distance buckets)"
-        )
-    if not isinstance(cfg.dropout_rate, (int, float)) or not 0.0 <= cfg.dropout_rate < 1.0:
-        raise ConfigError(f"{prefix}.dropout_rate: {cfg.dropout_rate!r} must be in [0, 1)")
-    if not isinstance(cfg.layer_norm_eps, (int, float)) or not cfg.layer_norm_eps > 0:
-        raise ConfigError(f"{prefix}.layer_norm_eps: {cfg.layer_norm_eps!r} must be positive")
+    require_relpos_max_distance(prefix, cfg.relpos_buckets, cfg.relpos_max_distance)
+    require_rate(prefix, "dropout_rate", cfg.dropout_rate, allow_bool=True)
+    require_positive_number(prefix, "layer_norm_eps", cfg.layer_norm_eps, allow_bool=True)
     for name in ("tie_embeddings", "float32_attention_logits"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ConfigError(f"{prefix}.{name}: {getattr(cfg, name)!r} must be true or false")
+        require_bool(prefix, name, getattr(cfg, name))
     if cfg.mlp_bias is not None and not isinstance(cfg.mlp_bias, bool):
         raise ConfigError(f"{prefix}.mlp_bias: {cfg.mlp_bias!r} must be true, false or null")
     return cfg
@@ -217,17 +215,15 @@ def decoder_lm_config(
     ``variant="transformer_pp"`` takes the preset's parameter-matched d_ff unless ``d_ff`` is
     given.
     """
-    require_choice(prefix, "preset", preset, tuple(DECODER_LM_PRESETS), "decoder LM preset")
-    known = {f.name for f in dataclasses.fields(DecoderLMConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(
-            f"{prefix}.{unknown[0]}: unknown key; allowed keys: preset, {', '.join(sorted(known))}"
-        )
-    if overrides.get("variant") == "transformer_pp" and "d_ff" not in overrides:
-        overrides["d_ff"] = TRANSFORMER_PP_D_FF[preset]
-    return validate_decoder_lm_config(
-        dataclasses.replace(DECODER_LM_PRESETS[preset], **overrides), prefix
+
+    def matched_d_ff(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        if overrides.get("variant") == "transformer_pp" and "d_ff" not in overrides:
+            overrides["d_ff"] = TRANSFORMER_PP_D_FF[preset]
+        return overrides
+
+    return config_from_preset(
+        DECODER_LM_PRESETS, preset, overrides, prefix=prefix, kind="decoder LM preset",
+        validate=validate_decoder_lm_config, prepare=matched_d_ff,
     )
 
 

@@ -12,10 +12,10 @@ Public API (model-family agnostic):
   Hugging Face names), and `read_hf_checkpoint(directory)`.
 * `to_transformers(model)`: the equivalent ``transformers`` torch model (via a temp directory).
 
-Extension point: each model family describes its mapping once in an `HFArchitecture` and calls
-`register_hf_architecture` at import time of its module. By convention the module is
-``pipeline_lib.models.<model_type>`` (``model_type`` as in Hugging Face's config.json, e.g.
-``bert``), so `load_hf_checkpoint` can import it on demand. T5's mapping is defined below.
+Extension point: each model family describes its mapping once in an `HFArchitecture` and adds
+one line to `HF_ARCHITECTURES` (``model_type`` as in Hugging Face's config.json, e.g. ``bert``
+-> the module and name of its mapping), which `load_hf_checkpoint` imports on demand. T5's
+mapping is defined below.
 
 T5 details that matter (checked against transformers 5.x ``modeling_t5.py``):
 
@@ -52,7 +52,7 @@ from pipeline_lib.models.t5 import T5
 StateDict = dict[str, np.ndarray]
 
 # --------------------------------------------------------------------------------------------
-# Registry (the extension point).
+# Architecture table (the extension point).
 # --------------------------------------------------------------------------------------------
 
 
@@ -75,32 +75,33 @@ class HFArchitecture:
     build: Callable[[Any, nnx.Rngs], nnx.Module]  # (config, rngs) -> model with random init
 
 
-HF_ARCHITECTURES: dict[str, HFArchitecture] = {}
+# model_type -> "module:attribute" of its HFArchitecture, resolved on first use. A table, not
+# registration on import: importing a model never imports its converter (no import circle,
+# no side effect), and a new family adds one line here.
+HF_ARCHITECTURES: dict[str, str] = {
+    "t5": "pipeline_lib.models.interop:T5_HF",
+    "bert": "pipeline_lib.models.bert_interop:BERT_HF",
+}
 
 
-def register_hf_architecture(arch: HFArchitecture) -> HFArchitecture:
-    """Make ``arch`` available to `load_hf_checkpoint` / `save_hf_checkpoint`."""
-    HF_ARCHITECTURES[arch.model_type] = arch
-    return arch
+def _resolve(model_type: str) -> HFArchitecture:
+    module, _, attribute = HF_ARCHITECTURES[model_type].partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def _architecture_for_type(model_type: str) -> HFArchitecture:
-    if model_type not in HF_ARCHITECTURES:
-        try:  # convention: pipeline_lib.models.<model_type> registers its mapping on import
-            importlib.import_module(f"pipeline_lib.models.{model_type}")
-        except ModuleNotFoundError:
-            pass
     if model_type not in HF_ARCHITECTURES:
         raise ValueError(
             f"config.json model_type {model_type!r} has no mapping; "
             f"known: {', '.join(sorted(HF_ARCHITECTURES))}"
         )
-    return HF_ARCHITECTURES[model_type]
+    return _resolve(model_type)
 
 
 def _architecture_for_model(model: nnx.Module) -> HFArchitecture:
     config = getattr(model, "config", None)
-    for arch in HF_ARCHITECTURES.values():
+    for model_type in HF_ARCHITECTURES:
+        arch = _resolve(model_type)
         if isinstance(config, arch.config_type):
             return arch
     raise ValueError(f"no Hugging Face mapping for {type(model).__name__} (config {config!r})")
@@ -375,15 +376,13 @@ def _t5_params_to_hf(flat: Mapping[str, np.ndarray], cfg: T5Config) -> StateDict
     }
 
 
-T5_HF = register_hf_architecture(
-    HFArchitecture(
-        model_type="t5",
-        architecture="T5ForConditionalGeneration",
-        config_type=T5Config,
-        config_from_hf=t5_config_from_hf,
-        config_to_hf=t5_config_to_hf,
-        params_from_hf=_t5_params_from_hf,
-        params_to_hf=_t5_params_to_hf,
-        build=lambda config, rngs: T5(config, rngs=rngs),
-    )
+T5_HF = HFArchitecture(
+    model_type="t5",
+    architecture="T5ForConditionalGeneration",
+    config_type=T5Config,
+    config_from_hf=t5_config_from_hf,
+    config_to_hf=t5_config_to_hf,
+    params_from_hf=_t5_params_from_hf,
+    params_to_hf=_t5_params_to_hf,
+    build=lambda config, rngs: T5(config, rngs=rngs),
 )

@@ -3,7 +3,9 @@
 Conventions, shared by every model in this package:
 
 * Parameters are float32 and 2-D where T5X stores them 2-D (``[in, out]`` kernels, no biases),
-  so flattened paths and shapes match T5X checkpoints and the init-scheme regexes.
+  so flattened paths and shapes match T5X checkpoints and the init-scheme regexes. The T5
+  layers (`RMSNorm`, `Dense`) are bias-free; `LayerNorm` and `Linear` are their biased
+  counterparts, for BERT and the decoder LM.
 * Activations are computed in ``dtype`` (float32, or bfloat16 on accelerators); LayerNorm
   statistics and the softmax inputs are float32 where T5X makes them float32.
 * Dropout is a pure function of an explicit PRNG key: a module gets ``rng=None`` when it must be
@@ -172,6 +174,25 @@ class RMSNorm(nnx.Module):
         return y.astype(self.dtype) * self.scale[...].astype(self.dtype)
 
 
+class LayerNorm(nnx.Module):
+    """(x - mean) / sqrt(var + eps) * scale + bias; statistics in float32 (params ``scale``,
+    ``bias``). BERT's norm, and the decoder LM's outside Transformer++."""
+
+    def __init__(self, features: int, *, eps: float, dtype: Any = jnp.float32):
+        self.eps = eps
+        self.dtype = jnp.dtype(dtype)
+        self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
+
+    def __call__(self, x: Array) -> Array:
+        x = x.astype(jnp.float32)
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        variance = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
+        y = centered * jax.lax.rsqrt(variance + self.eps) * self.scale[...] + self.bias[...]
+        return y.astype(self.dtype)
+
+
 class Dense(nnx.Module):
     """A bias-free ``x @ kernel`` with a 2-D float32 kernel ``[in_features, out_features]``."""
 
@@ -190,6 +211,31 @@ class Dense(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         return jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+
+
+class Linear(nnx.Module):
+    """``x @ kernel + bias``, a 2-D float32 kernel ``[in, out]``; ``use_bias=False`` drops it."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        kernel_init: Initializer,
+        use_bias: bool = True,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.dtype = jnp.dtype(dtype)
+        shape = (in_features, out_features)
+        self.kernel = nnx.Param(kernel_init(rngs.params(), shape, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
+
+    def __call__(self, x: Array) -> Array:
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
 
 
 class Embed(nnx.Module):

@@ -13,11 +13,13 @@ Modules (one concept each):
 * ``sample``       seeded, shard-independent sentence sampler
 * ``batching``     words -> ids, padded length-bucketed batches
 * ``chart``        JAX inside / Viterbi charts (pure, jitted)
-* ``inside``       log Z, inside charts, outside scores, span marginals
+* ``inside``       log Z, inside charts, span marginals
 * ``viterbi``      best trees as nltk-readable bracketed strings
 * ``conditionals`` exact p(x_t | x_-t) and the optimal MLM loss
 * ``labels``       downstream tasks A/B/C and their CSV
 * ``mlm``          BERT-masked pre-training instances
+* ``dataset``      the workflow's data stage (one builder per rule)
+* ``readers``      loaders of the data stage's products (instances, tasks, vocab size)
 * ``cli``          ``register_cli(subparsers)`` for the ``pcfg`` verb
 """
 

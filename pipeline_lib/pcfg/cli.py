@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline_lib.pcfg.atomic import atomic_open, atomic_write_text
+from pipeline_lib.files import atomic_open, atomic_write_text
 from pipeline_lib.pcfg.batching import OnUnknown, encode_sentences, read_sentences
 from pipeline_lib.pcfg.errors import PcfgError
 from pipeline_lib.pcfg.generate import RELEASED_LIKE_SHAPE, GrammarShape, generate_grammar
@@ -106,7 +106,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def _add_build_verbs(verbs: argparse._SubParsersAction) -> None:
     """The data-stage verbs: each writes one directory atomically (see :mod:`.dataset`)."""
-    spec_help = "the config's pcfg: section as JSON (unknown keys rejected, missing keys defaulted)"
+    spec_help = (
+        "the validated config's pcfg: sections this product reads, as JSON (complete sections; "
+        "unknown or missing keys rejected)"
+    )
     grammar_help = "grammar directory written by build-grammar"
     build = verbs.add_parser(
         "build-grammar", help="grammar.txt (nltk) + meta.json from pcfg.grammar or pcfg.generate"
@@ -299,11 +302,3 @@ def _build_product(args: argparse.Namespace) -> int:
     else:
         dataset.build_optimal_loss(spec, args.grammar, args.out)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m pipeline_lib.pcfg <verb> ...`` (same as ``pipeline_lib pcfg <verb>``)."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline_lib")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["pcfg", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)

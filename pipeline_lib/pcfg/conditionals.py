@@ -119,7 +119,7 @@ def optimal_mlm_loss(
     per_token = entropy_total.sum() / length_array.sum()
     return OptimalLoss(
         expected_cross_entropy_per_token=float(per_token),
-        expected_cross_entropy_standard_error=_ratio_standard_error(entropy_total, length_array, per_token),
+        expected_cross_entropy_standard_error=ratio_standard_error(entropy_total, length_array, per_token),
         sampled_nll_per_token=float(nll_total.sum() / length_array.sum()),
         expected_cross_entropy_per_sentence_mean=float(np.mean(entropy_total / length_array)),
         n_sentences=len(sentences),
@@ -127,7 +127,7 @@ def optimal_mlm_loss(
     )
 
 
-def _ratio_standard_error(numerators: np.ndarray, denominators: np.ndarray, ratio: float) -> float:
+def ratio_standard_error(numerators: np.ndarray, denominators: np.ndarray, ratio: float) -> float:
     """Delta-method standard error of sum(numerators) / sum(denominators)."""
     count = len(numerators)
     if count < 2:

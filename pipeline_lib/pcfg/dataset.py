@@ -1,9 +1,10 @@
 """The workflow's PCFG data stage: one pure function per Snakemake rule.
 
-Every function takes the config's ``pcfg:`` section (``spec``), validates it
-(unknown keys are rejected with one line naming the key, missing keys take the
-defaults of :data:`DEFAULT_SPEC`) and writes one directory atomically
-(:func:`pipeline_lib.data.store.atomic_directory`: an exception leaves no
+Every function takes (sections of) the config's validated ``pcfg:`` section
+(``spec``), checks it (unknown or missing keys are rejected with one line naming
+the key; the defaults live only in the config schema, see :func:`validate_spec`)
+and writes one directory atomically
+(:func:`pipeline_lib.data.files.atomic_directory`: an exception leaves no
 output directory).  Same spec and grammar give byte-identical files.
 
 =====================  ===========================================================
@@ -46,8 +47,6 @@ set (JAX reads it itself; nothing here overrides it).
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import logging
 import os
@@ -58,6 +57,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from pipeline_lib import files
 from pipeline_lib.data import store
 from pipeline_lib.pcfg.errors import PcfgError
 from pipeline_lib.pcfg.generate import GrammarShape, generate_grammar
@@ -84,36 +84,8 @@ SAMPLE_CHUNK = 10_000
 MLM_CHUNK = 10_000
 CHART_CHUNK_BATCHES = 32
 
-DEFAULT_SPEC: dict[str, Any] = {
-    "grammar": None,
-    "grammar_format": "auto",
-    "allow_unreachable": False,
-    "generate": {
-        "seed": 0,
-        "n_roots": 4,
-        "n_levels": 4,
-        "nonterminals_per_level": 5,
-        "n_terminals": 50,
-        "binary_rules_per_nonterminal": 8,
-        "words_per_bottom_nonterminal": 20,
-    },
-    "sample": {"seed": 0, "n_sentences": 100_000, "length_limit": 32},
-    "downstream": {"tasks": ["A", "B", "C"], "seed": 0, "n_train": 10_000, "n_validation": 10_000},
-    "optimal_loss": {"seed": 1, "n_sentences": 6000, "renormalize": True},
-    "mlm": {
-        "seed": 0,
-        "vocab": None,
-        "max_seq_length": 32,
-        "masked_lm_prob": 0.15,
-        "max_predictions_per_seq": 5,
-        "dup_factor": 5,
-    },
-    "chart": {"batch_size": 64, "method": "dense"},
-}
-
-
 class SpecError(PcfgError):
-    """A bad value or unknown key in the ``pcfg:`` config section (message names the key)."""
+    """A bad value, unknown or missing key in the ``pcfg:`` config section (message names it)."""
 
 
 # ---------------------------------------------------------------------------
@@ -208,13 +180,23 @@ _RULES: dict[str, Any] = {
 }
 
 
-def validate_spec(spec: Any, where: str = "pcfg") -> dict[str, Any]:
-    """A checked copy of ``spec`` with defaults filled in.
+def validate_spec(spec: Any, where: str = "pcfg", require: Sequence[str] = ()) -> dict[str, Any]:
+    """A checked copy of ``spec``: the sections it has, each complete, and those in ``require``.
 
-    Raises :class:`SpecError` naming the first bad key.
+    There are no defaults here: the config's are written once, in the schema
+    (``workflow/schemas/config.schema.yaml``), and filled in by
+    :func:`pipeline_lib.config.validate_config`; the workflow passes each rule the
+    validated sections it reads.  Raises :class:`SpecError` naming the first unknown,
+    missing or bad key.
     """
-    checked = _check_section(spec, _RULES, DEFAULT_SPEC, where)
-    if checked["grammar"] is None:
+    checked = _check_section({} if spec is None else spec, _RULES, where, top=True)
+    missing = [section for section in require if section not in checked]
+    if missing:
+        raise SpecError(
+            f"{where}.{missing[0]}: missing; this product reads {where}."
+            f"{{{', '.join(require)}}}"
+        )
+    if "generate" in checked and checked.get("grammar", "") is None:
         try:
             _grammar_shape(checked).check()
         except ValueError as error:
@@ -223,10 +205,10 @@ def validate_spec(spec: Any, where: str = "pcfg") -> dict[str, Any]:
 
 
 def _check_section(
-    value: Any, rules: dict[str, Any], defaults: dict[str, Any], path: str
+    value: Any, rules: dict[str, Any], path: str, top: bool = False
 ) -> dict[str, Any]:
-    if value is None:
-        value = {}
+    """Unknown keys are errors, and so are missing ones below the top level (a section given
+    is given whole); the top level keeps only the sections present."""
     if not isinstance(value, dict):
         raise SpecError(f"{path}: expected a mapping, got {value!r}")
     for key in value:
@@ -235,9 +217,14 @@ def _check_section(
     checked: dict[str, Any] = {}
     for key, rule in rules.items():
         if key not in value:
-            checked[key] = copy.deepcopy(defaults[key])
-        elif isinstance(rule, dict):
-            checked[key] = _check_section(value[key], rule, defaults[key], f"{path}.{key}")
+            if top:
+                continue
+            raise SpecError(
+                f"{path}.{key}: missing (pass the whole validated section, "
+                "as pipeline_lib.config.validate_config fills it)"
+            )
+        if isinstance(rule, dict):
+            checked[key] = _check_section(value[key], rule, f"{path}.{key}")
         else:
             checked[key] = rule(f"{path}.{key}", value[key])
     return checked
@@ -252,16 +239,6 @@ def _grammar_shape(spec: dict[str, Any]) -> GrammarShape:
 # Shared helpers
 
 
-@contextlib.contextmanager
-def _output_directory(out_dir: Path) -> Iterator[Path]:
-    """``store.atomic_directory`` with the usual umask-based mode instead of mkdtemp's 0700."""
-    with store.atomic_directory(Path(out_dir)) as tmp:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        yield tmp
-
-
 def _checksums(directory: Path) -> dict[str, str]:
     """sha256 of every file under ``directory`` except ``meta.json``, by relative path."""
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != "meta.json")
@@ -270,10 +247,7 @@ def _checksums(directory: Path) -> dict[str, str]:
 
 def _finish(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
     meta = {"format_version": store.FORMAT_VERSION, **meta, "checksums": _checksums(directory)}
-    store.write_json_atomic(directory / "meta.json", meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory / "meta.json", 0o666 & ~umask)  # NamedTemporaryFile creates 0600
+    files.write_json_atomic(directory / "meta.json", meta)
     return meta
 
 
@@ -290,14 +264,6 @@ def _write_text(path: Path, text: str) -> None:
 
 def _save(path: Path, array: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def _length_stats(lengths: np.ndarray) -> dict[str, Any]:
-    return {
-        "min": int(lengths.min(initial=0)),
-        "mean": round(float(lengths.mean()) if lengths.size else 0.0, 4),
-        "max": int(lengths.max(initial=0)),
-    }
 
 
 def _short(value: float) -> float:
@@ -420,7 +386,9 @@ def build_grammar(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     ``allow_unreachable``), validated and re-written; otherwise a grammar is
     generated from ``spec["generate"]``.
     """
-    spec = validate_spec(spec)
+    spec = validate_spec(spec, require=("grammar", "grammar_format", "allow_unreachable"))
+    if spec["grammar"] is None:
+        spec = validate_spec(spec, require=("generate",))
     started = time.perf_counter()
     allow_unreachable = spec["allow_unreachable"]
     parameters: dict[str, Any] = {
@@ -471,7 +439,7 @@ def build_grammar(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         },
         "start_unary_children": len(grammar.start_unary_children()),
     }
-    with _output_directory(out_dir) as tmp:
+    with files.atomic_directory(out_dir) as tmp:
         _write_text(tmp / GRAMMAR_FILE, text)
         meta = _finish(
             tmp,
@@ -519,7 +487,7 @@ def build_pretrain(spec: dict[str, Any], grammar_dir: Path, out_dir: Path) -> di
     Instance row ``d * n_sentences + i`` is duplicate ``d`` of sentence ``i``
     (duplicate-major, unshuffled), as :func:`pipeline_lib.pcfg.mlm.create_mlm_instances`.
     """
-    spec = validate_spec(spec)
+    spec = validate_spec(spec, require=("sample", "mlm"))
     started = time.perf_counter()
     grammar, grammar_meta = load_grammar_dir(grammar_dir)
     vocabulary, vocabulary_info = _vocabulary(grammar, spec)
@@ -531,7 +499,7 @@ def build_pretrain(spec: dict[str, Any], grammar_dir: Path, out_dir: Path) -> di
         dup_factor=mlm_spec["dup_factor"],
     )
     n = sample_spec["n_sentences"]
-    with _output_directory(out_dir) as tmp:
+    with files.atomic_directory(out_dir) as tmp:
         sentences = _sample_chunked(
             grammar,
             n,
@@ -609,7 +577,7 @@ def build_pretrain(spec: dict[str, Any], grammar_dir: Path, out_dir: Path) -> di
                 "counts": {
                     "sentences": n,
                     "tokens": int(lengths.sum()),
-                    "sentence_length": _length_stats(lengths),
+                    "sentence_length": store.length_stats(lengths, digits=4),
                     "instances": total,
                     "masked_predictions": n_predictions,
                 },
@@ -675,7 +643,7 @@ def build_downstream(
         write_label_csv,
     )
 
-    spec = validate_spec(spec)
+    spec = validate_spec(spec, require=("downstream", "mlm", "chart"))
     downstream = spec["downstream"]
     if task not in downstream["tasks"]:
         raise SpecError(
@@ -689,7 +657,7 @@ def build_downstream(
     length = spec["mlm"]["max_seq_length"]
     counts: dict[str, Any] = {}
     samples: list[dict[str, Any]] = []
-    with _output_directory(out_dir) as tmp:
+    with files.atomic_directory(out_dir) as tmp:
         for split in SPLITS:
             n = downstream["n_train"] if split == "train" else downstream["n_validation"]
             sentences = draw_downstream_sentences(grammar, n, downstream["seed"], split)
@@ -714,8 +682,8 @@ def build_downstream(
             values, frequencies = np.unique(labels, return_counts=True)
             counts[split] = {
                 "examples": n,
-                "sentence_length": _length_stats(
-                    np.fromiter((len(s) for s in sentences), dtype=np.int64, count=n)
+                "sentence_length": store.length_stats(
+                    np.fromiter((len(s) for s in sentences), dtype=np.int64, count=n), digits=4
                 ),
                 "distinct_labels": len(values),
                 "label_counts": {str(int(v)): int(c) for v, c in zip(values, frequencies)},
@@ -776,7 +744,7 @@ def build_optimal_loss(spec: dict[str, Any], grammar_dir: Path, out_dir: Path) -
     """
     from pipeline_lib.pcfg.conditionals import entropy_nats, exact_conditionals
 
-    spec = validate_spec(spec)
+    spec = validate_spec(spec, require=("optimal_loss", "sample", "mlm", "chart"))
     started = time.perf_counter()
     _log_jax_cache()
     grammar, grammar_meta = load_grammar_dir(grammar_dir)
@@ -784,7 +752,7 @@ def build_optimal_loss(spec: dict[str, Any], grammar_dir: Path, out_dir: Path) -
     loss_spec, chart_spec = spec["optimal_loss"], spec["chart"]
     chart_grammar = grammar.renormalized() if loss_spec["renormalize"] else grammar
     n = loss_spec["n_sentences"]
-    with _output_directory(out_dir) as tmp:
+    with files.atomic_directory(out_dir) as tmp:
         sentences = _sample_chunked(
             grammar,
             n,
@@ -857,7 +825,7 @@ def build_optimal_loss(spec: dict[str, Any], grammar_dir: Path, out_dir: Path) -
                 "counts": {
                     "sentences": n,
                     "tokens": int(offsets[-1]),
-                    "sentence_length": _length_stats(lengths),
+                    "sentence_length": store.length_stats(lengths, digits=4),
                 },
             },
         )
@@ -876,13 +844,13 @@ def _optimal_loss_metrics(
     entropy_sums: np.ndarray, nll_sums: np.ndarray, lengths: np.ndarray
 ) -> dict[str, Any]:
     """The same numbers as :func:`conditionals.optimal_mlm_loss`, from per-sentence sums."""
-    from pipeline_lib.pcfg.conditionals import OptimalLoss, _ratio_standard_error
+    from pipeline_lib.pcfg.conditionals import OptimalLoss, ratio_standard_error
 
     length_array = lengths.astype(float)
     per_token = entropy_sums.sum() / length_array.sum()
     return OptimalLoss(
         expected_cross_entropy_per_token=float(per_token),
-        expected_cross_entropy_standard_error=_ratio_standard_error(
+        expected_cross_entropy_standard_error=ratio_standard_error(
             entropy_sums, length_array, per_token
         ),
         sampled_nll_per_token=float(nll_sums.sum() / length_array.sum()),

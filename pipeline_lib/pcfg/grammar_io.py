@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pipeline_lib.pcfg.atomic import atomic_write_text
+from pipeline_lib.files import atomic_write_text
 from pipeline_lib.pcfg.errors import GrammarError
 from pipeline_lib.pcfg.grammar import Grammar, RawRule, build_grammar
 

@@ -1,4 +1,4 @@
-"""Inside and outside quantities for lists of sentences (host-side batching around :mod:`fastchart`).
+"""Inside quantities and span marginals for lists of sentences (host-side batching around :mod:`fastchart`).
 
 Sentences are grouped into batches of one padded length each
 (:func:`batching.iterate_length_buckets`); batches are dispatched ahead so
@@ -109,26 +109,6 @@ def inside_log_charts(
             n = len(sentences[index])
             charts[index] = log_chart[row, :n, :n]
     return charts
-
-
-def leaf_outside_scores(
-    grammar: Grammar,
-    sentences: Sequence[np.ndarray],
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    method: chart.InsideMethod = "dense",
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``(log Z per sentence, [(n, N) arrays of O(A, t, t+1) / Z])`` from ``jax.grad`` of ``log Z``.
-
-    For zero-probability sentences the outside array is all zeros.
-    """
-    log_z = np.empty(len(sentences))
-    outside: list[np.ndarray] = [np.empty(0)] * len(sentences)
-    for batch, (batch_log_z, gradient) in fast_batches(grammar, sentences, batch_size, "leaf_outside", method):
-        for row, index in zip(*_real_rows(batch)):
-            log_z[index] = batch_log_z[row]
-            outside[index] = gradient[row, : len(sentences[index])]
-    return log_z, outside
 
 
 def posterior_span_marginals(

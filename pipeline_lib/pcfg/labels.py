@@ -26,7 +26,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from pipeline_lib.pcfg import chart
-from pipeline_lib.pcfg.atomic import atomic_open
+from pipeline_lib.files import atomic_open
 from pipeline_lib.pcfg.errors import PcfgError
 from pipeline_lib.pcfg.grammar import Grammar
 from pipeline_lib.pcfg.inside import DEFAULT_BATCH_SIZE, fast_batches

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline_lib.pcfg.atomic import atomic_open
+from pipeline_lib.files import atomic_open
 from pipeline_lib.pcfg.errors import InputFormatError, PcfgError
 from pipeline_lib.pcfg.grammar import Grammar
 from pipeline_lib.pcfg.sample import STREAM_MLM_MASKING

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
 
+from pipeline_lib.files import atomic_open
 from pipeline_lib.train.optim import path_str
 
 log = logging.getLogger(__name__)
@@ -179,17 +179,8 @@ def export_params(params: PyTree, path: str | os.PathLike) -> Path:
     flat = flatten_params(params)
     if jax.process_index() != 0:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **flat)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **flat)
     return path
 
 

@@ -31,16 +31,15 @@ MaxText; `nnx.jit` would walk the object graph in Python on every call). With th
 Randomness: the step's key is fold_in(key(seed), step) (and fold_in(., micro_batch) under
 gradient accumulation), so dropout masks depend only on (seed, step) and a resumed run draws
 exactly what the uninterrupted run drew. The data order has its own seed (data.py).
+
+What a run logs and reports (metric lines, tokens/s and MFU, best eval, summary) is metrics.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -50,8 +49,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pipeline_lib.data.store import write_json_atomic
+from pipeline_lib.files import write_json_atomic
 from pipeline_lib.train import mesh as mesh_lib
+from pipeline_lib.train import metrics as metrics_lib
 from pipeline_lib.train.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -59,230 +59,24 @@ from pipeline_lib.train.checkpoint import (
     export_params,
 )
 from pipeline_lib.train.data import BatchPipeline
-from pipeline_lib.train.optim import Schedule, token_cross_entropy
+from pipeline_lib.train.optim import Schedule
+from pipeline_lib.train.step import (  # the step API: used here and re-exported (__all__)
+    Batch,
+    LossFn,
+    NonFiniteError,
+    PyTree,
+    TrainState,
+    cast_floating,
+    default_compute_dtype,
+    evaluate,
+    init_train_state,
+    jit_train_step,
+    make_eval_step,
+    make_token_loss_fn,
+    make_train_step,
+)
 
 log = logging.getLogger(__name__)
-
-PyTree = Any
-Batch = dict[str, Any]
-LossFn = Callable[[PyTree, Batch, jax.Array | None], tuple[jax.Array, dict[str, jax.Array]]]
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced a NaN/Inf loss or gradient; the bad update was never applied or saved."""
-
-
-# --- loss plumbing -------------------------------------------------------------------------
-
-
-def make_token_loss_fn(
-    forward: Callable[[PyTree, Batch, jax.Array | None], jax.Array],
-    *,
-    z_loss: float = 0.0,
-    targets_key: str = "decoder_target_tokens",
-    weights_key: str = "decoder_loss_weights",
-) -> LossFn:
-    """loss_fn from `forward(params, batch, rng) -> logits [..., vocab]` (T5, BERT MLM, LM)."""
-
-    def loss_fn(params, batch, rng):
-        logits = forward(params, batch, rng)
-        return token_cross_entropy(logits, batch[targets_key], batch[weights_key], z_loss)
-
-    return loss_fn
-
-
-def default_compute_dtype() -> jnp.dtype:
-    """bfloat16 on accelerators (f32 master params), float32 on CPU (bf16 is slow there)."""
-    return jnp.dtype(jnp.bfloat16 if jax.default_backend() in ("tpu", "gpu") else jnp.float32)
-
-
-def cast_floating(tree: PyTree, dtype) -> PyTree:
-    """Floating leaves to `dtype` (differentiable: gradients flow back to the f32 masters)."""
-    dtype = jnp.dtype(dtype)
-
-    def cast(x):
-        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype else x
-
-    return jax.tree.map(cast, tree)
-
-
-# --- the train step ------------------------------------------------------------------------
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class TrainState:
-    """What the jitted step carries (donated and updated in place every step)."""
-
-    params: PyTree
-    opt_state: PyTree
-    step: jax.Array  # int32: updates applied so far
-    nonfinite_step: jax.Array  # int32: -1, or the (1-based) update whose loss/grads were NaN/Inf
-
-
-def init_train_state(params: PyTree, tx: optax.GradientTransformation) -> TrainState:
-    return TrainState(params, tx.init(params), jnp.int32(0), jnp.int32(-1))
-
-
-def make_train_step(
-    loss_fn: LossFn,
-    tx: optax.GradientTransformation,
-    *,
-    schedule: Schedule | None = None,
-    loss_normalizing: Literal["sum", "mean"] = "sum",
-    grad_accum_steps: int = 1,
-    compute_dtype: Any = jnp.float32,
-) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-    """The pure step (state, batch, key) -> (state, metrics); jit it with `jit_train_step`.
-
-    Gradient accumulation scans over `grad_accum_steps` micro-batches (rows i, i+k, i+2k, ...
-    so every micro-batch stays spread over the 'data' axis) and sums gradients and aux before
-    normalising: the update equals the one-big-batch update (up to float summation order).
-    A non-finite loss or gradient norm freezes the state (the update is discarded) and
-    records the step in `nonfinite_step`; the loop stops on it.
-    """
-    if loss_normalizing not in ("sum", "mean"):
-        raise ValueError(f"loss_normalizing must be 'sum' or 'mean', got {loss_normalizing!r}")
-    k = grad_accum_steps
-
-    def grads_and_sums(params, batch, rng):
-        def f(p):
-            return loss_fn(cast_floating(p, compute_dtype), batch, rng)
-
-        (loss_sum, aux), grads = jax.value_and_grad(f, has_aux=True)(params)
-        return grads, {"loss_sum": loss_sum, **aux}
-
-    def accumulate(params, batch, rng):
-        if k == 1:
-            return grads_and_sums(params, batch, rng)
-
-        def split(x):
-            if x.shape[0] % k:
-                raise ValueError(
-                    f"batch of {x.shape[0]} rows does not split into {k} micro-batches"
-                )
-            return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
-
-        micro = jax.tree.map(split, batch)
-        # zero accumulators: gradients are shaped like params; the aux sums' shapes come from
-        # tracing the forward pass only (cheaper than tracing the gradient a second time)
-        first = jax.tree.map(lambda x: x[0], micro)
-        loss_shape = jax.eval_shape(
-            lambda p, b, r: loss_fn(cast_floating(p, compute_dtype), b, r), params, first, rng
-        )
-        zeros = (
-            jax.tree.map(jnp.zeros_like, params),
-            jax.tree.map(
-                lambda s: jnp.zeros(s.shape, s.dtype),
-                {"loss_sum": loss_shape[0], **loss_shape[1]},
-            ),
-        )
-
-        def body(carry, inputs):
-            i, mb = inputs
-            out = grads_and_sums(params, mb, jax.random.fold_in(rng, i))
-            return jax.tree.map(jnp.add, carry, out), None
-
-        (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
-        return grads, sums
-
-    def step_fn(state: TrainState, batch: Batch, key: jax.Array):
-        rng = jax.random.fold_in(key, state.step)
-        grads, sums = accumulate(state.params, batch, rng)
-        if loss_normalizing == "mean":
-            denom = jnp.maximum(sums["num_tokens"], 1.0)
-            grads = jax.tree.map(lambda g: g / denom, grads)
-        grad_norm = optax.global_norm(grads)
-        ok = jnp.isfinite(sums["loss_sum"]) & jnp.isfinite(grad_norm) & (state.nonfinite_step < 0)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-
-        def keep_good(new, old):
-            return jnp.where(ok, new, old)
-
-        new_state = TrainState(
-            params=jax.tree.map(keep_good, params, state.params),
-            opt_state=jax.tree.map(keep_good, opt_state, state.opt_state),
-            step=state.step + ok.astype(jnp.int32),
-            nonfinite_step=jnp.where(
-                ok | (state.nonfinite_step >= 0), state.nonfinite_step, state.step + 1
-            ),
-        )
-        lr = schedule(state.step) if schedule is not None else jnp.float32(jnp.nan)
-        metrics = {**sums, "grad_norm": grad_norm, "learning_rate": lr, "finite": ok}
-        return new_state, metrics
-
-    return step_fn
-
-
-def jit_train_step(
-    step_fn,
-    state: TrainState,
-    mesh: jax.sharding.Mesh | None = None,
-    compiler_options: Mapping[str, Any] | None = None,
-):
-    """jax.jit with the state donated (updated in place) and its shardings pinned on the mesh."""
-    options = dict(compiler_options) if compiler_options else None
-    if mesh is None:
-        return jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
-    shardings = jax.tree.map(lambda x: x.sharding, state)
-    return jax.jit(
-        step_fn,
-        donate_argnums=(0,),
-        out_shardings=(shardings, mesh_lib.replicated(mesh)),
-        compiler_options=options,
-    )
-
-
-# --- evaluation ----------------------------------------------------------------------------
-
-
-def make_eval_step(
-    loss_fn: LossFn,
-    compute_dtype: Any = jnp.float32,
-    compiler_options: Mapping[str, Any] | None = None,
-):
-    """Jitted (params, batch) -> summed aux (teacher-forced; rng None = deterministic)."""
-
-    def eval_step(params, batch):
-        loss_sum, aux = loss_fn(cast_floating(params, compute_dtype), batch, None)
-        return {"loss_sum": loss_sum, **aux}
-
-    return jax.jit(eval_step, compiler_options=dict(compiler_options) if compiler_options else None)
-
-
-def summarize(sums: dict[str, float]) -> dict[str, float]:
-    """Per-token loss and accuracy from summed counts (whatever sums are present)."""
-    out = {}
-    tokens = sums.get("num_tokens")
-    if tokens:
-        out["loss"] = sums["loss_sum"] / tokens
-        if "nll_sum" in sums:
-            out["nll"] = sums["nll_sum"] / tokens
-        if "z_loss_sum" in sums:
-            out["z_loss"] = sums["z_loss_sum"] / tokens
-        if "num_correct" in sums:
-            out["accuracy"] = sums["num_correct"] / tokens
-        out["num_tokens"] = tokens
-    else:
-        out["loss"] = sums["loss_sum"]
-    return out
-
-
-def evaluate(eval_step, params: PyTree, batches: Iterable[Batch], mesh=None) -> dict[str, float]:
-    """Token accuracy and loss over all `batches` (sums pooled in float64 on the host)."""
-    totals: dict[str, float] = {}
-    for batch in batches:
-        if mesh is not None:
-            batch = mesh_lib.shard_batch(batch, mesh)
-        for name, value in jax.device_get(eval_step(params, batch)).items():
-            totals[name] = totals.get(name, 0.0) + float(value)
-    if not totals:
-        raise ValueError("evaluation got no batches")
-    return summarize(totals)
-
-
-# --- the loop ------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,111 +122,6 @@ class TrainResult:
     resumed_from: int | None
 
 
-def _truncate_metrics(path: Path, keep_through: int | None) -> None:
-    """Drop metric lines after the restored step (they were logged by the killed attempt)."""
-    if not path.exists():
-        return
-    kept = []
-    if keep_through is not None:
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= keep_through:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                pass  # a line cut by SIGKILL
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
-
-
-def _json_safe(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-class _MetricsWriter:
-    """Appends JSON lines; only process 0 writes (every process computes the same values)."""
-
-    def __init__(self, path: Path | None):
-        self.path = Path(path) if path is not None and jax.process_index() == 0 else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, record: dict) -> None:
-        if self.path is None:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(_json_safe(record), sort_keys=True) + "\n")
-            f.flush()
-
-
-def _is_sum(name: str) -> bool:
-    """Step metrics that are token sums (add over steps) rather than per-step values."""
-    return name.endswith("_sum") or name.startswith("num_")
-
-
-def _train_record(host: list[dict]) -> dict:
-    """One log line from the host copies of the steps' metrics since the previous line."""
-    sums = {k: float(sum(m[k] for m in host)) for k in host[0] if _is_sum(k)}
-    return {
-        **summarize(sums),
-        "learning_rate": float(host[-1]["learning_rate"]),
-        "grad_norm": float(np.mean([m["grad_norm"] for m in host])),
-    }
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
-
-
-def _progress_line(record: dict, num_steps: int) -> str:
-    parts = [f"step {record['step']}/{num_steps}", f"loss {record['loss']:.4f}"]
-    if "accuracy" in record:
-        parts.append(f"acc {record['accuracy']:.4f}")
-    parts += [f"lr {record['learning_rate']:.3g}", f"grad_norm {record['grad_norm']:.3g}"]
-    if "tokens_per_s" in record:
-        parts.append(f"{record['tokens_per_s']:.0f} tok/s")
-    if "mfu" in record:
-        parts.append(f"mfu {record['mfu']:.2%}")
-    return " ".join(parts)
-
-
-class _Throughput:
-    """Steps and loss tokens per second (and MFU) between log lines, after the first step.
-
-    MFU = achieved model FLOPs / (peak_flops_per_device x devices); the model FLOPs come from
-    `flops_per_step` (fixed-shape batches: e.g. 3 x the forward matmul FLOPs of one batch) or,
-    failing that, `flops_per_token` x loss tokens.
-    """
-
-    def __init__(self, config: TrainConfig):
-        peak = config.peak_flops_per_device
-        self.peak = peak * jax.device_count() if peak else None
-        self.flops_per_step, self.flops_per_token = config.flops_per_step, config.flops_per_token
-        self.started = False
-        self.pending: list = []  # num_tokens (device scalar or None) of each timed step
-        self.t0 = 0.0
-
-    def start(self) -> None:
-        self.started, self.t0 = True, time.perf_counter()
-
-    def read(self) -> dict:
-        """Rates since the previous read (the caller has synced, the values are ready)."""
-        now = time.perf_counter()
-        if not self.pending or now <= self.t0:
-            return {}
-        seconds = now - self.t0
-        out = {"steps_per_s": len(self.pending) / seconds}
-        tokens = [float(t) for t in self.pending if t is not None]
-        if tokens:
-            out["tokens_per_s"] = sum(tokens) / seconds
-        if self.peak and self.flops_per_step:
-            out["mfu"] = out["steps_per_s"] * self.flops_per_step / self.peak
-        elif self.peak and self.flops_per_token and tokens:
-            out["mfu"] = out["tokens_per_s"] * self.flops_per_token / self.peak
-        self.pending, self.t0 = [], now
-        return out
-
-
 def _state_tree(state: TrainState, key: jax.Array) -> dict:
     """What is checkpointed: the TrainState minus the NaN flag (never saved non-finite) + key."""
     return {
@@ -473,7 +162,7 @@ def train(
     mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.model_parallelism)
     dtype = jnp.dtype(config.compute_dtype) if config.compute_dtype else default_compute_dtype()
     key = jax.random.key(config.seed)
-    writer = _MetricsWriter(metrics_path)
+    writer = metrics_lib.MetricsWriter(metrics_path)
 
     params = mesh_lib.shard_state(params, mesh)
     opt_state = mesh_lib.shard_state(optimizer.init(params), mesh)
@@ -512,7 +201,7 @@ def train(
         best, last_eval = meta.get("best"), meta.get("last_eval")
         log.info("resumed from %s at step %d", ckpt_dir, resumed_from)
     if writer.path is not None:
-        _truncate_metrics(writer.path, resumed_from)
+        metrics_lib.truncate_metrics(writer.path, resumed_from)
 
     step_fn = jit_train_step(
         make_train_step(
@@ -565,9 +254,9 @@ def train(
             record.update(eval_fn(state.params, step))
         last_eval = {"step": step, "metrics": record}
         writer.write({"step": step, "split": "eval", **record})
-        log.info("step %d eval %s", step, " ".join(f"{k} {_fmt(v)}" for k, v in record.items()))
-        value = record.get(config.select_metric)
-        if value is not None and (best is None or value > best["metrics"][config.select_metric]):
+        log.info("step %d eval %s", step,
+                 " ".join(f"{k} {metrics_lib.format_value(v)}" for k, v in record.items()))
+        if metrics_lib.improves(record, best, config.select_metric):
             best = {"step": step, "metrics": record}
             for stale in [s for s in best_ckpt.all_steps() if s != step]:
                 best_ckpt.delete(stale)
@@ -575,13 +264,12 @@ def train(
 
     step = int(jax.device_get(state.step))
     pending: list[dict] = []  # device metrics of the steps since the last log line
-    meter = _Throughput(config)
+    meter = metrics_lib.Throughput(
+        config.peak_flops_per_device, config.flops_per_step, config.flops_per_token
+    )
+
     def reached_stop() -> bool:
-        return (
-            config.stop_at is not None
-            and last_eval is not None
-            and last_eval["metrics"].get(config.select_metric, -math.inf) >= config.stop_at
-        )
+        return metrics_lib.reached(last_eval, config.select_metric, config.stop_at)
 
     stopped = reached_stop()  # a resumed run that had already stopped stays stopped
     while step < config.num_steps and not stopped:
@@ -599,9 +287,11 @@ def train(
             host = jax.device_get(pending)
             pending = []
             check_finite(step)
-            record = {"step": step, "split": "train", **_train_record(host), **meter.read()}
+            record = {
+                "step": step, "split": "train", **metrics_lib.train_record(host), **meter.read()
+            }
             writer.write(record)
-            log.info(_progress_line(record, config.num_steps))
+            log.info(metrics_lib.progress_line(record, config.num_steps))
         evaluating = best_ckpt is not None and (
             (config.eval_every and step % config.eval_every == 0) or last
         )
@@ -629,10 +319,29 @@ def train(
         export_params(restored["params"], best_params_out)
     if summary_path is not None and jax.process_index() == 0:
         write_json_atomic(
-            Path(summary_path),
-            {"step": step, "best": best, "last_eval": last_eval, "resumed_from": resumed_from},
+            Path(summary_path), metrics_lib.run_summary(step, best, last_eval, resumed_from)
         )
     ckpt.close()
     if best_ckpt is not None:
         best_ckpt.close()
     return TrainResult(state.params, step, best, last_eval, resumed_from)
+
+
+__all__ = [
+    "Batch",
+    "LossFn",
+    "NonFiniteError",
+    "PyTree",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "cast_floating",
+    "default_compute_dtype",
+    "evaluate",
+    "init_train_state",
+    "jit_train_step",
+    "make_eval_step",
+    "make_token_loss_fn",
+    "make_train_step",
+    "train",
+]

@@ -3,8 +3,10 @@ import json
 from pathlib import Path
 
 from pipeline_lib.config import ConfigError, validate_config
-from pipeline_lib.init_schemes import needs_checkpoint
-from pipeline_lib.wu_tables import NO_SOURCE, OFF_THE_SHELF, table_runs
+from pipeline_lib.data.synthetic import SPECIAL_CORPORA
+from pipeline_lib.experiments.transfer.init_schemes import needs_checkpoint
+from pipeline_lib.experiments.transfer.tables import NO_SOURCE, OFF_THE_SHELF, table_runs
+from pipeline_lib.models.decoder_lm import VARIANTS as DECODER_LM_VARIANTS
 
 try:
     # One schema and one set of semantic checks for Snakemake and the CLI; defaults filled in.
@@ -14,6 +16,8 @@ except ConfigError as e:
 
 
 TASKS = config["corpora"]["tasks"]
+# The conda environment all jobs declare for `--sdm conda` is execution.conda_env (envs/*.yaml).
+CONDA_ENV = f"../../envs/{config['execution']['conda_env']}.yaml"
 
 
 wildcard_constraints:
@@ -30,7 +34,7 @@ def corpus_spec_json(wildcards):
     keys = ["train_examples", "valid_examples", "generate_factor", "length_range", "block_size"]
     spec = {k: corpora[k] for k in keys}
     spec["tasks"] = [wildcards.task]
-    if wildcards.task in ("lime", "nonsense_summary", "nesting_language"):
+    if wildcards.task in SPECIAL_CORPORA:
         spec[wildcards.task] = corpora[wildcards.task]
     if config["vocab"]["layout"] == "laptop":
         # the laptop word table holds the nonsense words (see pipeline_lib/data/layout_config.py)
@@ -86,6 +90,9 @@ def pcfg_grammar_input(wildcards):
     return [PCFG["grammar"]] if PCFG["grammar"] else []
 
 
+PRETRAIN = config["transfer"]["pretrain"]
+
+
 def pretrain_spec_json(wildcards):
     """What one pre-training run depends on: seed, vocabulary and the pretrain section."""
     return json.dumps(
@@ -97,20 +104,21 @@ def pretrain_spec_json(wildcards):
                 for k in ["train_examples", "valid_examples", "generate_factor", "length_range"]
             }
             | {"tasks": [wildcards.task]},
-            "pretrain": config["pretrain"] | {"tasks": [wildcards.task]},
+            "transfer": {"pretrain": PRETRAIN | {"tasks": [wildcards.task]}},
         },
         sort_keys=True,
     )
 
 
-# --- fine-tuning and tables (Wu et al. 2022) -------------------------------------------------
+# --- the transfer family (Wu et al. 2022) ----------------------------------------------------
 
 DOWNSTREAM = config["downstream"]
-FINETUNE = config["finetune"]
-TABLES = config["tables"]
-PRETRAIN_TASKS = config["pretrain"]["tasks"]
-# Table 1's off-the-shelf row: a local Hugging Face T5 directory, imported by `off_the_shelf`.
-OFF_THE_SHELF_DIR = config["tables"]["table1"]["off_the_shelf"] or []
+FINETUNE = config["transfer"]["finetune"]
+TABLES = config["transfer"]["tables"]
+PRETRAIN_TASKS = PRETRAIN["tasks"]
+# Table 1's off-the-shelf row: a local Hugging Face T5 directory, imported by
+# `transfer_off_the_shelf`.
+OFF_THE_SHELF_DIR = TABLES["table1"]["off_the_shelf"] or []
 
 
 wildcard_constraints:
@@ -123,7 +131,7 @@ wildcard_constraints:
 
 def finetune_metrics(runs):
     return [
-        f"results/finetune/{downstream}/{source}/{init}/{seed}/metrics.json"
+        f"results/transfer/finetune/{downstream}/{source}/{init}/{seed}/metrics.json"
         for source, init in runs
         for downstream in FINETUNE["tasks"]
         for seed in FINETUNE["seeds"]
@@ -139,9 +147,11 @@ def tables_spec_json(wildcards):
         {
             "seed": config["seed"],
             "vocab": config["vocab"],
-            "pretrain": {"tasks": PRETRAIN_TASKS, "model": config["pretrain"]["model"]},
-            "finetune": FINETUNE,
-            "tables": TABLES,
+            "transfer": {
+                "pretrain": {"tasks": PRETRAIN_TASKS, "model": PRETRAIN["model"]},
+                "finetune": FINETUNE,
+                "tables": TABLES,
+            },
             "downstream": DOWNSTREAM,
         },
         sort_keys=True,
@@ -156,8 +166,8 @@ def finetune_init_input(wildcards):
         raise WorkflowError(
             f"init {wildcards.init!r} needs a pre-trained source, got {NO_SOURCE!r}"
         )
-    name = "best_params" if config["pretrain"]["checkpoint"] == "best" else "params"
-    return f"results/pretrain/{wildcards.source}/{name}.npz"
+    name = "best_params" if PRETRAIN["checkpoint"] == "best" else "params"
+    return f"results/transfer/pretrain/{wildcards.source}/{name}.npz"
 
 
 def finetune_init_param(wildcards, input):
@@ -170,14 +180,16 @@ def finetune_spec_json(wildcards):
         {
             "seed": config["seed"],
             "vocab": config["vocab"],
-            "pretrain": {"model": config["pretrain"]["model"]},
             "downstream": {wildcards.downstream: DOWNSTREAM[wildcards.downstream]},
-            "finetune": FINETUNE
-            | {"tasks": [wildcards.downstream], "seeds": [int(wildcards.seed)]}
-            | {
-                "overrides": {
-                    k: v for k, v in FINETUNE["overrides"].items() if k == wildcards.downstream
-                }
+            "transfer": {
+                "pretrain": {"model": PRETRAIN["model"]},
+                "finetune": FINETUNE
+                | {"tasks": [wildcards.downstream], "seeds": [int(wildcards.seed)]}
+                | {
+                    "overrides": {
+                        k: v for k, v in FINETUNE["overrides"].items() if k == wildcards.downstream
+                    }
+                },
             },
         },
         sort_keys=True,
@@ -213,35 +225,39 @@ def downstream_spec_json(wildcards):
     )
 
 
-# --- Liu et al. 2023 and the decoder LMs ------------------------------------------------------
+# --- the implicit-bias family (Liu et al. 2023) and the primer family ------------------------
 
-LIU = config["liu"]
+IMPLICIT_BIAS = config["implicit_bias"]
+PRIMER = config["primer"]
 
 
 wildcard_constraints:
-    size="|".join(LIU["sizes"]),
-    optimizer="|".join(LIU["optimizers"]),
-    variant="primer_ez|transformer_pp|vanilla",
+    size="|".join(IMPLICIT_BIAS["sizes"]),
+    optimizer="|".join(IMPLICIT_BIAS["optimizers"]),
+    variant="|".join(DECODER_LM_VARIANTS),
     step=r"\d+",
 
 
-def liu_spec_json(wildcards):
-    """The liu section's training keys (sizes/optimizers narrowed to the run's) and the root
+def implicit_bias_spec_json(wildcards):
+    """The implicit_bias section's training keys (sizes/optimizers narrowed to the run's) and the root
     seed; the evaluation settings (trace, probe, finetune) do not rerun pre-training."""
-    training = {k: v for k, v in LIU.items() if k not in ("trace", "probe", "finetune")}
-    liu = training | {
-        "sizes": {k: v for k, v in LIU["sizes"].items() if k == wildcards.size},
-        "optimizers": {k: v for k, v in LIU["optimizers"].items() if k == wildcards.optimizer},
+    training = {k: v for k, v in IMPLICIT_BIAS.items() if k not in ("trace", "probe", "finetune")}
+    section = training | {
+        "sizes": {k: v for k, v in IMPLICIT_BIAS["sizes"].items() if k == wildcards.size},
+        "optimizers": {
+            k: v for k, v in IMPLICIT_BIAS["optimizers"].items() if k == wildcards.optimizer
+        },
         "seeds": [int(wildcards.seed)],
     }
     return json.dumps(
-        {"seed": config["seed"], "vocab": config["vocab"], "liu": liu}, sort_keys=True
+        {"seed": config["seed"], "vocab": config["vocab"], "implicit_bias": section},
+        sort_keys=True,
     )
 
 
-def lm_spec_json(wildcards):
+def primer_spec_json(wildcards):
     return json.dumps(
-        {"seed": config["seed"], "vocab": config["vocab"], "lm": config["lm"]}, sort_keys=True
+        {"seed": config["seed"], "vocab": config["vocab"], "primer": PRIMER}, sort_keys=True
     )
 
 
@@ -250,9 +266,14 @@ PCFG_DIRS = [
 ] + [f"results/pcfg/{PCFG_GRAMMAR}/downstream/{task}" for task in PCFG_TASKS]
 
 
-def liu_eval_spec_json(wildcards):
-    """Everything the evaluations read: the liu and pcfg sections and the root seed."""
+def implicit_bias_eval_spec_json(wildcards):
+    """Everything the evaluations read: the implicit_bias and pcfg sections and the root seed."""
     return json.dumps(
-        {"seed": config["seed"], "vocab": config["vocab"], "liu": LIU, "pcfg": PCFG},
+        {
+            "seed": config["seed"],
+            "vocab": config["vocab"],
+            "implicit_bias": IMPLICIT_BIAS,
+            "pcfg": PCFG,
+        },
         sort_keys=True,
     )

@@ -9,7 +9,7 @@ rule corpus:
     benchmark:
         "results/benchmarks/corpora/{task}.tsv"
     conda:
-        "../../envs/cpu.yaml"
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=4000,
@@ -25,3 +25,27 @@ rule corpora:
     input:
         expand("results/corpora/{task}", task=TASKS),
     localrule: True
+
+
+# Fine-tuning data sets (the transfer family's downstream tasks): tokenised, with examples for
+# the metrics.
+rule downstream_data:
+    input:
+        downstream_source_input,
+    output:
+        directory("results/downstream/{downstream}"),
+    log:
+        "results/logs/downstream/{downstream}.log",
+    benchmark:
+        "results/benchmarks/downstream/{downstream}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        spec=downstream_spec_json,
+    shell:
+        "python -m pipeline_lib downstream --spec {params.spec:q}"
+        " --name {wildcards.downstream} --out {output} {input:q} 2> {log}"

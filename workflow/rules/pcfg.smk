@@ -12,7 +12,7 @@ rule pcfg_grammar:
     benchmark:
         "results/benchmarks/pcfg/{grammar}/grammar.tsv"
     conda:
-        "../../envs/cpu.yaml"
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
@@ -34,7 +34,7 @@ rule pcfg_pretrain:
     benchmark:
         "results/benchmarks/pcfg/{grammar}/pretrain.tsv"
     conda:
-        "../../envs/cpu.yaml"
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,
@@ -56,7 +56,7 @@ rule pcfg_downstream:
     benchmark:
         "results/benchmarks/pcfg/{grammar}/downstream/{pcfg_task}.tsv"
     conda:
-        "../../envs/cpu.yaml"
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=4000,
@@ -78,7 +78,7 @@ rule pcfg_optimal_loss:
     benchmark:
         "results/benchmarks/pcfg/{grammar}/optimal_loss.tsv"
     conda:
-        "../../envs/cpu.yaml"
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=4000,

@@ -21,8 +21,7 @@ import networkx as nx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "workflow" / "report" / "rulegraph.png"
-DEFAULT_TARGETS = ["all", "table1", "table2", "table3", "pcfg_tables", "mlm_models",
-                   "lm_models", "pretrained_models"]
+DEFAULT_TARGETS = ["all", "transfer_tables", "implicit_bias_tables", "primer_table"]
 
 
 def rulegraph(targets: list[str]) -> nx.DiGraph:

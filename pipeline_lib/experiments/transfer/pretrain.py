@@ -23,18 +23,18 @@ def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> d
     import flax.nnx as nnx
 
     from pipeline_lib.data.corpus import load_corpus
-    from pipeline_lib.data import store
+    from pipeline_lib import files
     from pipeline_lib.data.store import read_meta
     from pipeline_lib.models import t5
     from pipeline_lib.models.configs import t5_config
     from pipeline_lib.train import data, loop, optim
 
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
-    p = cfg["pretrain"]
+    p = cfg["transfer"]["pretrain"]
     meta = read_meta(corpus_dir)
     model_cfg = t5_config(
         p["model"]["preset"],
-        prefix="pretrain.model",
+        prefix="transfer.pretrain.model",
         vocab_size=meta["vocab"]["model_vocab_size"],
         **p["model"].get("overrides", {}),
     )
@@ -76,7 +76,7 @@ def pretrain_t5(cfg: dict, corpus_dir: Path, out_dir: Path, ckpt_dir: Path) -> d
         best_params_out=out_dir / "best_params.npz",
         summary_path=out_dir / "summary.json",
     )
-    store.copy_atomic(Path(ckpt_dir) / "metrics.jsonl", out_dir / "metrics.jsonl")
+    files.copy_atomic(Path(ckpt_dir) / "metrics.jsonl", out_dir / "metrics.jsonl")
     summary = {
         "task": meta["task"],
         "step": int(result.step),

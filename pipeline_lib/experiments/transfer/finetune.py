@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline_lib.seeds import spawn_seeds
+from pipeline_lib.seeds import RUN_STREAMS, run_seeds
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ EVAL_SPLIT = {"squad": "validation"}
 
 def run_spec(cfg: dict, downstream: str) -> dict:
     """The finetune section with the task's overrides applied (what one run depends on)."""
-    spec = copy.deepcopy({k: v for k, v in cfg["finetune"].items() if k in OVERRIDABLE})
-    for key, value in cfg["finetune"].get("overrides", {}).get(downstream, {}).items():
+    spec = copy.deepcopy({k: v for k, v in cfg["transfer"]["finetune"].items() if k in OVERRIDABLE})
+    for key, value in cfg["transfer"]["finetune"].get("overrides", {}).get(downstream, {}).items():
         if key == "optimizer":
             spec["optimizer"] = {**spec["optimizer"], **value}
         else:
@@ -55,9 +55,8 @@ def run_spec(cfg: dict, downstream: str) -> dict:
     return spec
 
 
-def run_seeds(root_seed: int, seed: int) -> dict[str, int]:
-    """Independent 32-bit seeds for the parts of one run, from (root seed, run seed)."""
-    return spawn_seeds(("model", "data", "dropout", "init"), root_seed, seed, "finetune")
+# The fine-tuning run's seed streams: the init scheme draws from its own.
+FINETUNE_STREAMS = (*RUN_STREAMS, "init")
 
 
 def decode_split(graphdef, params, rest, inputs, spec: dict) -> list[list[int]]:
@@ -99,10 +98,11 @@ def finetune_t5(
     (training log) into `out_dir` and returns the metrics record."""
     import flax.nnx as nnx
 
-    from pipeline_lib import init_schemes
+    from pipeline_lib.experiments.transfer import init_schemes
     from pipeline_lib.data import downstream as ds
     from pipeline_lib.data.corpus import load_corpus
-    from pipeline_lib.data.store import copy_atomic, read_meta, write_json_atomic
+    from pipeline_lib.data.store import read_meta
+    from pipeline_lib.files import copy_atomic, write_json_atomic
     from pipeline_lib.evaluate.metrics import compute_metrics
     from pipeline_lib.models import t5
     from pipeline_lib.models.configs import t5_config
@@ -111,14 +111,14 @@ def finetune_t5(
     logging.getLogger("absl").setLevel(logging.WARNING)
     started = time.time()
     spec = run_spec(cfg, downstream)
-    seeds = run_seeds(int(cfg["seed"]), seed)
+    seeds = run_seeds(int(cfg["seed"]), seed, "finetune", FINETUNE_STREAMS)
     adapter = ds.ADAPTERS[cfg["downstream"][downstream]["adapter"]]
     meta = read_meta(data_dir)
     model_cfg = t5_config(
-        cfg["pretrain"]["model"]["preset"],
-        prefix="pretrain.model",
+        cfg["transfer"]["pretrain"]["model"]["preset"],
+        prefix="transfer.pretrain.model",
         vocab_size=meta["vocab"]["model_vocab_size"],
-        **{**cfg["pretrain"]["model"].get("overrides", {}), "dropout_rate": spec["dropout_rate"]},
+        **{**cfg["transfer"]["pretrain"]["model"].get("overrides", {}), "dropout_rate": spec["dropout_rate"]},
     )
     model = t5.T5(model_cfg, rngs=nnx.Rngs(params=seeds["model"]))
     graphdef, params, rest = t5.split_model(model)
@@ -203,7 +203,7 @@ def finetune_t5(
 
 
 def _write_predictions(path: Path, examples, predictions) -> None:
-    from pipeline_lib.pcfg.atomic import atomic_write_text
+    from pipeline_lib.files import atomic_write_text
 
     atomic_write_text(path, "".join(
         json.dumps({"inputs": ex.inputs, "targets": ex.targets, "prediction": pred}) + "\n"

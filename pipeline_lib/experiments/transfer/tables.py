@@ -3,9 +3,9 @@
 Rows and columns (the reference's inferred layouts, section 6):
 
 * table1: random init, then one row per pre-training corpus (fine-tuned from its checkpoint,
-  `finetune.pretrained_init`), then the off-the-shelf checkpoint when configured. Columns:
+  `transfer.finetune.pretrained_init`), then the off-the-shelf checkpoint when configured. Columns:
   downstream tasks, their average, and "% of benefit" = 100 * (avg(row) - avg(random)) /
-  (avg(reference) - avg(random)) with the reference row `tables.table1.reference_row` (the paper:
+  (avg(reference) - avg(random)) with the reference row `transfer.tables.table1.reference_row` (the paper:
   off-the-shelf T5; default: the last row).
 * table2: per source checkpoint, "Pretrained" (every weight loaded) and each init scheme; plus
   random init. "% of benefit" is measured against the same source's Pretrained row (Fig. 4's
@@ -13,7 +13,7 @@ Rows and columns (the reference's inferred layouts, section 6):
 * table3: random init and random init with every pre-attention LayerNorm scale set to a value.
   "% of benefit" is omitted (no reference row); the average column is kept.
 
-Cells are mean +- sample std over `finetune.seeds` of each run's primary metric (x100 scale
+Cells are mean +- sample std over `transfer.finetune.seeds` of each run's primary metric (x100 scale
 as the paper: ROUGE-1, exact match, SQuAD EM).
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline_lib import tables
+from pipeline_lib import report
 
 RANDOM_ROW = "Random init"
 
@@ -38,7 +38,7 @@ def _load(paths: list[Path]) -> list[dict]:
 
 
 def row_label(table: str, record: dict) -> str:
-    from pipeline_lib.init_schemes import scheme_label
+    from pipeline_lib.experiments.transfer.init_schemes import scheme_label
 
     source, init = record["source"], record["init"]
     if init == "random":
@@ -52,7 +52,7 @@ def row_label(table: str, record: dict) -> str:
 
 
 def caption(table: str, cfg: dict) -> str:
-    ft, model = cfg["finetune"], cfg["pretrain"]["model"]
+    ft, model = cfg["transfer"]["finetune"], cfg["transfer"]["pretrain"]["model"]
     what = {
         "table1": "Fine-tuning from each synthetic pre-training corpus vs random init",
         "table2": "Initialising from pre-trained parameter statistics only (init schemes)",
@@ -75,24 +75,24 @@ OFF_THE_SHELF = "off_the_shelf"
 def table_runs(table: str, cfg: dict) -> list[tuple[str, str]]:
     """(source, init) of every row of a table, in the config's order; the `finetune` jobs of
     the DAG (workflow/rules/common.smk) and the rows of the written table both come from here."""
-    from pipeline_lib.init_schemes import preattn_ln_scheme
+    from pipeline_lib.experiments.transfer.init_schemes import preattn_ln_scheme
 
-    tables, pretrained_init = cfg["tables"], cfg["finetune"]["pretrained_init"]
+    tables, pretrained_init = cfg["transfer"]["tables"], cfg["transfer"]["finetune"]["pretrained_init"]
     runs = [(NO_SOURCE, "random")]
     if table == "table1":
-        rows = tables["table1"]["rows"] or cfg["pretrain"]["tasks"]
+        rows = tables["table1"]["rows"] or cfg["transfer"]["pretrain"]["tasks"]
         runs += [(task, pretrained_init) for task in rows]
         if tables["table1"]["off_the_shelf"]:
             runs.append((OFF_THE_SHELF, pretrained_init))
     elif table == "table2":
-        for source in tables["table2"]["sources"] or cfg["pretrain"]["tasks"]:
+        for source in tables["table2"]["sources"] or cfg["transfer"]["pretrain"]["tasks"]:
             runs += [(source, "pretrained")] + [(source, x) for x in tables["table2"]["schemes"]]
     else:
         runs += [(NO_SOURCE, preattn_ln_scheme(float(v))) for v in tables["table3"]["ln_values"]]
     return runs
 
 
-def build_table(table: str, cfg: dict, records: list[dict]) -> tables.ResultTable:
+def build_table(table: str, cfg: dict, records: list[dict]) -> report.ResultTable:
     long = [
         {
             "row": row_label(table, r),
@@ -105,18 +105,18 @@ def build_table(table: str, cfg: dict, records: list[dict]) -> tables.ResultTabl
     seen = list(dict.fromkeys([RANDOM_ROW] + [x["row"] for x in long]))
     order = [row_label(table, {"source": src, "init": init}) for src, init in table_runs(table, cfg)]
     rows = [r for r in order if r in seen] + [r for r in seen if r not in order]
-    result = tables.aggregate(long, rows=rows, columns=list(cfg["finetune"]["tasks"]))
-    result = tables.with_average(result)
+    result = report.aggregate(long, rows=rows, columns=list(cfg["transfer"]["finetune"]["tasks"]))
+    result = report.with_average(result)
     if table == "table1":
-        reference = cfg["tables"]["table1"]["reference_row"] or rows[-1]
+        reference = cfg["transfer"]["tables"]["table1"]["reference_row"] or rows[-1]
         if reference not in rows:
-            raise ValueError(f"tables.table1.reference_row: {reference!r} is not a row; "
+            raise ValueError(f"transfer.tables.table1.reference_row: {reference!r} is not a row; "
                              f"rows: {', '.join(rows)}")
         if reference != RANDOM_ROW:
-            result = tables.percent_of_benefit(result, RANDOM_ROW, reference)
+            result = report.percent_of_benefit(result, RANDOM_ROW, reference)
     elif table == "table2":
         sources = sorted({r["source"] for r in records if r["init"] == "pretrained"})
-        result = tables.percent_of_benefit_by_group(
+        result = report.percent_of_benefit_by_group(
             result,
             RANDOM_ROW,
             {f"{s}: Pretrained (all weights)": [x for x in rows if x.startswith(f"{s}: ")]
@@ -127,8 +127,8 @@ def build_table(table: str, cfg: dict, records: list[dict]) -> tables.ResultTabl
 
 def write_wu_table(table: str, cfg: dict, metrics: list[Path], out_prefix: Path) -> None:
     result = build_table(table, cfg, _load(metrics))
-    tables.write_table(result, out_prefix, caption(table, cfg))
-    ft = cfg["finetune"]
+    report.write_table(result, out_prefix, caption(table, cfg))
+    ft = cfg["transfer"]["finetune"]
     title = (f"{table.capitalize()} (T5 {cfg['pretrain']['model']['preset']}, {ft['steps']} "
              f"fine-tuning steps, {len(ft['seeds'])} seed(s); primary metric x100)")
-    tables.bar_chart(result, Path(f"{out_prefix}.png"), title)
+    report.bar_chart(result, Path(f"{out_prefix}.png"), title)

@@ -22,53 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline_lib.seeds import spawn_seeds
+from pipeline_lib.experiments.implicit_bias.model import bert_for_size
+from pipeline_lib.pcfg.readers import load_instances, vocab_size
+from pipeline_lib.seeds import run_seeds
 
 log = logging.getLogger(__name__)
-
-INSTANCE_FIELDS = (
-    "input_ids", "input_mask", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
-)
-
-
-def load_instances(pretrain_dir: Path) -> dict[str, np.ndarray]:
-    """The memory-mapped MLM instance arrays of a `pcfg build-pretrain` directory."""
-    out = {}
-    for name in INSTANCE_FIELDS:
-        path = Path(pretrain_dir) / f"{name}.npy"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: MLM instances missing (run the pcfg_pretrain rule)")
-        out[name] = np.load(path, mmap_mode="r")
-    return out
-
-
-def vocab_size(data_dir: Path) -> int:
-    """Size of the `vocab.txt` next to the PCFG arrays (one token per line)."""
-    path = Path(data_dir) / "vocab.txt"
-    return len(path.read_text().splitlines())
-
-
-def run_seeds(root_seed: int, seed: int, name: str) -> dict[str, int]:
-    """Independent seeds for model init, data order and dropout of one run."""
-    return spawn_seeds(("model", "data", "dropout"), root_seed, seed, name)
-
-
-def bert_for_size(liu: dict, size: str, vocab: int, num_labels: int = 0, probe_length: int = 20):
-    """The BertConfig of `liu.sizes[size]` for the PCFG vocabulary."""
-    from pipeline_lib.models.bert import bert_config, padded_vocab_size
-
-    entry = liu["sizes"][size]
-    return bert_config(
-        entry["preset"],
-        prefix=f"liu.sizes.{size}",
-        **{
-            "vocab_size": padded_vocab_size(vocab),
-            "num_labels": num_labels,
-            "probe_length": probe_length,
-            **entry.get("overrides", {}),
-        },
-    )
-
 
 def mlm_logits_fn(graphdef):
     """(params, batch, rng) -> logits at the masked positions [b, p, vocab]."""
@@ -89,12 +47,12 @@ def pretrain_bert_mlm(
 ) -> dict:
     import flax.nnx as nnx
 
-    from pipeline_lib.data.store import copy_atomic, write_json_atomic
+    from pipeline_lib.files import copy_atomic, write_json_atomic
     from pipeline_lib.models.bert import Bert, bert_matmul_flops
     from pipeline_lib.train import checkpoint, data, loop, optim
 
     logging.getLogger("absl").setLevel(logging.WARNING)
-    liu = cfg["liu"]
+    liu = cfg["implicit_bias"]
     seeds = run_seeds(int(cfg["seed"]), seed, f"mlm/{size}/{optimizer}")
     arrays = load_instances(data_dir)
     n = len(arrays["input_ids"])

@@ -34,7 +34,7 @@ def encode_sentences(data_dir: Path, length: int) -> tuple[np.ndarray, int]:
         if len(words) + 2 > length + 1:
             raise ValueError(
                 f"{data_dir}/sentences.txt line {row + 1}: {len(words)} words do not fit "
-                f"lm.length {length} (needs >= {len(words) + 1})"
+                f"primer.length {length} (needs >= {len(words) + 1})"
             )
         try:
             seq = [ids[CLS], *(ids[w] for w in words), ids[SEP]]
@@ -57,20 +57,20 @@ def pretrain_lm(cfg: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir
     import flax.nnx as nnx
     import jax
 
-    from pipeline_lib.data.store import copy_atomic, write_json_atomic
+    from pipeline_lib.files import copy_atomic, write_json_atomic
     from pipeline_lib.models import decoder_lm as dlm
     from pipeline_lib.models.bert import padded_vocab_size
     from pipeline_lib.train import data, loop, optim
 
     logging.getLogger("absl").setLevel(logging.WARNING)
-    lm = cfg["lm"]
+    lm = cfg["primer"]
     length = int(lm["length"])
     seqs, vocab = encode_sentences(data_dir, length)
     held = min(int(lm["eval_sentences"]), len(seqs) // 10)
     seeds = spawn_seeds(("model", "data", "dropout"), int(cfg["seed"]), "lm")
     seed_model, seed_data, seed_drop = seeds["model"], seeds["data"], seeds["dropout"]
     model_cfg = dlm.decoder_lm_config(
-        lm["model"]["preset"], prefix="lm.model",
+        lm["model"]["preset"], prefix="primer.model",
         **{"vocab_size": padded_vocab_size(vocab), "variant": variant,
            **lm["model"].get("overrides", {})},
     )
@@ -122,24 +122,3 @@ def pretrain_lm(cfg: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir
     write_json_atomic(out_dir / "summary.json", summary)
     log.info("LM %s: %s", variant, summary)
     return summary
-
-
-def write_lm_table(cfg: dict, summaries: list[dict], out_prefix: Path) -> None:
-    """`results/tables/lm_variants.{csv,md,tex}`: the variants side by side at equal steps."""
-    from pipeline_lib import tables
-
-    columns = (("validation_loss", "Validation loss (nats/token)"),
-               ("validation_perplexity", "Perplexity"),
-               ("validation_accuracy", "Next-token accuracy"),
-               ("parameters", "Parameters"))
-    records = [
-        {"row": s["variant"], "column": title, "seed": 0, "value": float(s[key])}
-        for s in summaries for key, title in columns if s.get(key) is not None
-    ]
-    lm = cfg["lm"]
-    tables.write_table(
-        tables.aggregate(records), out_prefix,
-        f"Decoder-only LMs on the PCFG sentences (So et al. 2021 variants): {lm['steps']} steps "
-        f"of batch {lm['batch_size']}, preset {lm['model']['preset']}, equal data and seed.",
-        digits=3,
-    )

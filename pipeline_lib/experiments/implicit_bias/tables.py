@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline_lib import tables
+from pipeline_lib import report
 
 
 def row_label(r: dict) -> str:
@@ -29,7 +29,7 @@ def row_label(r: dict) -> str:
 def metric_columns(cfg: dict) -> list[tuple[str, str]]:
     """(record key, column title) pairs, in table order."""
     cols = [("model_loss", "Exact loss"), ("gap", "Gap to optimal")]
-    cols += [(f"trace_{e}", f"tr(H) {e}") for e in cfg["liu"]["trace"]["estimators"]]
+    cols += [(f"trace_{e}", f"tr(H) {e}") for e in cfg["implicit_bias"]["trace"]["estimators"]]
     for kind in ("probe", "finetune"):
         cols += [(f"{kind}_{t}", f"{kind} {t} (%)") for t in cfg["pcfg"]["downstream"]["tasks"]]
     return cols
@@ -56,13 +56,13 @@ def build_checkpoint_table(cfg: dict, records: list[dict], lookup: dict | None):
             if v is not None:
                 long.append({"row": "Lookup table (exact conditionals)", "column": title,
                              "seed": 0, "value": v})
-    return tables.aggregate(long, columns=[t for _, t in cols if any(x["column"] == t for x in long)])
+    return report.aggregate(long, columns=[t for _, t in cols if any(x["column"] == t for x in long)])
 
 
 def correlations(cfg: dict, records: list[dict]):
     """Spearman rho of each accuracy column against loss and traces, over all records."""
     xs = [("model_loss", "Exact loss")] + [
-        (f"trace_{e}", f"tr(H) {e}") for e in cfg["liu"]["trace"]["estimators"]
+        (f"trace_{e}", f"tr(H) {e}") for e in cfg["implicit_bias"]["trace"]["estimators"]
     ]
     ys = [(k, t) for k, t in metric_columns(cfg) if k.startswith(("probe_", "finetune_"))]
     long = []
@@ -71,11 +71,11 @@ def correlations(cfg: dict, records: list[dict]):
             pairs = [(_value(r, xkey), _value(r, ykey)) for r in records]
             pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
             if len(pairs) >= 3:
-                rho = tables.spearman(*zip(*pairs))
+                rho = report.spearman(*zip(*pairs))
                 if np.isfinite(rho):
                     long.append({"row": ytitle, "column": f"rho vs {xtitle}", "seed": 0,
                                  "value": rho})
-    return tables.aggregate(long) if long else None
+    return report.aggregate(long) if long else None
 
 
 def mean_probe(r: dict, cfg: dict) -> float | None:
@@ -83,8 +83,8 @@ def mean_probe(r: dict, cfg: dict) -> float | None:
     return None if any(v is None for v in values) else float(np.mean(values))
 
 
-def write_pcfg_tables(cfg: dict, records: list[dict], lookup: dict | None, prefix: Path) -> None:
-    liu = cfg["liu"]
+def write_implicit_bias_tables(cfg: dict, records: list[dict], lookup: dict | None, prefix: Path) -> None:
+    liu = cfg["implicit_bias"]
     scale = (
         f"Sizes {', '.join(liu['sizes'])}; optimizers {', '.join(liu['optimizers'])}; "
         f"{liu['steps']} steps of batch {liu['batch_size']}; checkpoints at steps "
@@ -92,7 +92,7 @@ def write_pcfg_tables(cfg: dict, records: list[dict], lookup: dict | None, prefi
         f"grammar: {cfg['pcfg']['grammar'] or 'generated'}"
     )
     table = build_checkpoint_table(cfg, records, lookup)
-    tables.write_table(
+    report.write_table(
         table, f"{prefix}checkpoints",
         "Liu et al. (2023) per checkpoint: exact MLM loss (nats/token) and gap to the optimal "
         "loss, Hessian trace of the MLM loss (enlarged to one architecture), probe and "
@@ -103,10 +103,10 @@ def write_pcfg_tables(cfg: dict, records: list[dict], lookup: dict | None, prefi
     caption = (f"Spearman correlation over checkpoints between transfer accuracy and exact loss "
                f"/ Hessian trace. {scale}.")
     if corr is None:  # fewer than 3 checkpoints: nothing to correlate, say so in the files
-        corr = tables.aggregate([{"row": "(fewer than 3 checkpoints)", "column": "rho",
+        corr = report.aggregate([{"row": "(fewer than 3 checkpoints)", "column": "rho",
                                   "seed": 0, "value": 0.0}])
         caption += " Not enough checkpoints for a correlation."
-    tables.write_table(corr, f"{prefix}correlations", caption, digits=2)
+    report.write_table(corr, f"{prefix}correlations", caption, digits=2)
     labels = [f"{r['size']}/{r['optimizer']}/{r['step']}" for r in records]
     y = [mean_probe(r, cfg) for r in records]
     first_trace = f"trace_{liu['trace']['estimators'][0]}" if liu["trace"]["estimators"] else None
@@ -119,7 +119,7 @@ def write_pcfg_tables(cfg: dict, records: list[dict], lookup: dict | None, prefi
                   for r, yy, lab in zip(records, y, labels)]
         points = [p for p in points if p[0] is not None and p[1] is not None]
         xs, ys, ls = (list(v) for v in zip(*points)) if points else ([], [], [])
-        tables.scatter_with_spearman(
+        report.scatter_with_spearman(
             xs, ys, ls, Path(f"{prefix}{name}.png"), xlabel,
             "mean linear-probe accuracy over tasks (%)", f"PCFG: probe accuracy vs {xlabel}",
         )

@@ -6,12 +6,12 @@ Per checkpoint (size, optimizer, seed, step) the `liu_evaluate` rule computes:
   their gap (`evaluate.exact_loss`);
 * the trace of the Hessian of the MLM pre-training loss with the configured estimators
   (`evaluate.hessian`: Hutchinson, Fisher), after embedding the model into the
-  `liu.trace.enlarge_to` architecture without changing its function (`evaluate.enlarge`), so
+  `implicit_bias.trace.enlarge_to` architecture without changing its function (`evaluate.enlarge`), so
   that traces of different sizes are taken in one parameterisation;
 * linear-probe accuracy on tasks A/B/C (frozen encoder, concatenated token features,
-  `evaluate.probe`; mean +- std over `liu.probe.seeds`);
+  `evaluate.probe`; mean +- std over `implicit_bias.probe.seeds`);
 * fine-tuning accuracy on tasks A/B/C ([CLS] -> new pooler -> classifier, all weights
-  trained; AdamW, warmup then linear decay; mean +- std over `liu.finetune.seeds`).
+  trained; AdamW, warmup then linear decay; mean +- std over `implicit_bias.finetune.seeds`).
 
 The `liu_lookup_table` rule probes the "lookup table" model, whose features are the exact
 conditionals themselves (`exact_loss.lookup_table_features`), and `pcfg_tables` aggregates.
@@ -32,30 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline_lib.experiments.implicit_bias.model import bert_for_size
+from pipeline_lib.pcfg.readers import (
+    SPLITS,
+    load_instances,
+    load_task,
+    sentences_as_terminals,
+    vocab_size,
+)
 from pipeline_lib.seeds import derive_seed
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "validation")
-
-
-def load_task(task_dir: Path) -> dict:
-    """Arrays of one PCFG downstream task: {split: (input_ids, input_mask, labels)}, classes."""
-    from pipeline_lib.data.store import read_meta
-
-    task_dir = Path(task_dir)
-    meta = read_meta(task_dir)
-    data = {
-        split: tuple(
-            np.load(task_dir / f"{split}.{name}.npy") for name in ("input_ids", "input_mask", "labels")
-        )
-        for split in SPLITS
-    }
-    # label ids index the grammar's label names, which need not all occur (nor be contiguous)
-    names = meta.get("labels", {}).get("names") or {}
-    num_classes = max([int(k) + 1 for k in names] + [int(d[2].max()) + 1 for d in data.values()])
-    return {"splits": data, "num_classes": num_classes}
-
 
 def _batched(fn, arrays: tuple[np.ndarray, ...], batch: int) -> np.ndarray:
     """fn over fixed-size batches (last one padded with zero rows), results concatenated."""
@@ -80,7 +67,6 @@ def exact_loss(graphdef, params, optimal_loss_dir: Path, batch_size: int) -> dic
 def _trace_model(liu: dict, size: str, flat: dict, vocab: int):
     """(model config, flat params) in the trace's parameterisation (enlarged if configured)."""
     from pipeline_lib.evaluate.enlarge import enlarge_params
-    from pipeline_lib.mlm_pretrain import bert_for_size
 
     cfg = bert_for_size(liu, size, vocab)
     target = liu["trace"]["enlarge_to"]
@@ -95,7 +81,6 @@ def hessian_traces(liu: dict, size: str, flat: dict, vocab: int, data_dir: Path,
     import jax
 
     from pipeline_lib.evaluate import hessian
-    from pipeline_lib.mlm_pretrain import load_instances
     from pipeline_lib.models.bert import Bert
     from pipeline_lib.models.layers import load_flat_params
     from pipeline_lib.train.data import ArrayPipeline
@@ -143,7 +128,6 @@ def _classifier_model(liu: dict, size: str, vocab: int, num_labels: int, width: 
     """A BERT with fresh heads for `num_labels` and the pre-trained embeddings + encoder."""
     import flax.nnx as nnx
 
-    from pipeline_lib.mlm_pretrain import bert_for_size
     from pipeline_lib.models.bert import Bert, load_pretrained_encoder
 
     cfg = bert_for_size(liu, size, vocab, num_labels=num_labels, probe_length=width)
@@ -253,13 +237,12 @@ def evaluate_checkpoint(
 ) -> dict:
     import flax.nnx as nnx
 
-    from pipeline_lib.data.store import write_json_atomic
-    from pipeline_lib.mlm_pretrain import bert_for_size, vocab_size
+    from pipeline_lib.files import write_json_atomic
     from pipeline_lib.models.bert import Bert
     from pipeline_lib.train.checkpoint import load_params, unflatten_like
 
     logging.getLogger("absl").setLevel(logging.WARNING)
-    liu = cfg["liu"]
+    liu = cfg["implicit_bias"]
     started = time.perf_counter()
     pretrain_dir = Path(pcfg_dir) / "pretrain"
     vocab = vocab_size(pretrain_dir)
@@ -281,25 +264,9 @@ def evaluate_checkpoint(
     return record
 
 
-def sentences_as_terminals(task_dir: Path, split: str, grammar) -> list[np.ndarray]:
-    """The task's sentences as terminal indices of `grammar` (from the ids and vocab.txt)."""
-    tokens = Path(task_dir, "vocab.txt").read_text().splitlines()
-    index = {t: i for i, t in enumerate(grammar.terminals)}
-    to_terminal = np.array([index.get(t, -1) for t in tokens])
-    ids = np.load(Path(task_dir) / f"{split}.input_ids.npy")
-    mask = np.load(Path(task_dir) / f"{split}.input_mask.npy")
-    out = []
-    for row, m in zip(ids, mask):
-        words = to_terminal[row[1: int(m.sum()) - 1]]  # drop [CLS] ... [SEP]
-        if (words < 0).any():
-            raise ValueError(f"{task_dir}/{split}: a sentence has a non-terminal token")
-        out.append(words)
-    return out
-
-
 def lookup_table_probe(cfg: dict, pcfg_dir: Path, out_path: Path) -> dict:
     """Linear probe on the exact conditionals (the paper's "lookup table" model)."""
-    from pipeline_lib.data.store import write_json_atomic
+    from pipeline_lib.files import write_json_atomic
     from pipeline_lib.evaluate.exact_loss import lookup_table_features
     from pipeline_lib.pcfg.conditionals import exact_conditionals
     from pipeline_lib.pcfg.dataset import load_grammar_dir
@@ -321,7 +288,7 @@ def lookup_table_probe(cfg: dict, pcfg_dir: Path, out_path: Path) -> dict:
                 raise ValueError(f"{task_dir}/{split}: a sentence has probability zero")
             offsets = np.concatenate([[0], np.cumsum([len(s) for s in sentences])])
             x[split] = lookup_table_features(np.concatenate(tables), offsets, width)
-        record[f"probe_{task}"] = probe_on_features(cfg["liu"], x, data, int(cfg["seed"]))
+        record[f"probe_{task}"] = probe_on_features(cfg["implicit_bias"], x, data, int(cfg["seed"]))
         log.info("lookup table, task %s: probe %.1f", task, record[f"probe_{task}"]["mean"])
     write_json_atomic(Path(out_path), record)
     return record

@@ -1,0 +1,150 @@
+# The transfer family (Wu, Li & Liang 2022): T5 pre-training on each synthetic corpus, one
+# fine-tuning run per (downstream task, source, init scheme, seed), Tables 1-3.
+# Checkpoints live in results/ckpt/transfer/, outside the declared outputs, so a killed job
+# resumes.
+
+
+rule transfer_pretrain:
+    input:
+        corpus="results/corpora/{task}",
+    output:
+        params="results/transfer/pretrain/{task}/params.npz",
+        best="results/transfer/pretrain/{task}/best_params.npz",
+        metrics="results/transfer/pretrain/{task}/metrics.jsonl",
+        summary="results/transfer/pretrain/{task}/summary.json",
+    log:
+        "results/logs/transfer/pretrain/{task}.log",
+    benchmark:
+        "results/benchmarks/transfer/pretrain/{task}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        spec=pretrain_spec_json,
+        ckpt="results/ckpt/transfer/pretrain/{task}",
+        out="results/transfer/pretrain/{task}",
+    shell:
+        "python -m pipeline_lib transfer-pretrain --spec {params.spec:q}"
+        " --corpus {input.corpus} --out {params.out} --ckpt-dir {params.ckpt} 2> {log}"
+
+
+rule transfer_models:
+    input:
+        expand("results/transfer/pretrain/{task}/summary.json", task=PRETRAIN_TASKS),
+    localrule: True
+
+
+# The name of the README before the family layout (kept as an alias).
+rule pretrained_models:
+    input:
+        rules.transfer_models.input,
+    localrule: True
+
+
+rule transfer_off_the_shelf:
+    input:
+        ancient(OFF_THE_SHELF_DIR),
+    output:
+        params="results/transfer/pretrain/off_the_shelf/params.npz",
+        best="results/transfer/pretrain/off_the_shelf/best_params.npz",
+    log:
+        "results/logs/transfer/pretrain/off_the_shelf.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m pipeline_lib import-hf-t5 --hf-dir {input:q}"
+        " --out {output.params} {output.best} 2> {log}"
+
+
+rule transfer_finetune:
+    input:
+        data="results/downstream/{downstream}",
+        init=finetune_init_input,
+    output:
+        metrics="results/transfer/finetune/{downstream}/{source}/{init}/{seed}/metrics.json",
+        predictions="results/transfer/finetune/{downstream}/{source}/{init}/{seed}/predictions.jsonl",
+        log_lines="results/transfer/finetune/{downstream}/{source}/{init}/{seed}/metrics.jsonl",
+    log:
+        "results/logs/transfer/finetune/{downstream}/{source}/{init}/{seed}.log",
+    benchmark:
+        "results/benchmarks/transfer/finetune/{downstream}/{source}/{init}/{seed}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        spec=finetune_spec_json,
+        init_params=finetune_init_param,
+        ckpt="results/ckpt/transfer/finetune/{downstream}/{source}/{init}/{seed}",
+        out="results/transfer/finetune/{downstream}/{source}/{init}/{seed}",
+    shell:
+        "python -m pipeline_lib transfer-finetune --spec {params.spec:q}"
+        " --downstream {wildcards.downstream} --data {input.data} --source {wildcards.source}"
+        " --init {wildcards.init} --seed {wildcards.seed} --init-params {params.init_params:q}"
+        " --out {params.out} --ckpt-dir {params.ckpt} 2> {log}"
+
+
+rule transfer_table:
+    input:
+        table_inputs,
+    output:
+        csv=report(
+            "results/tables/{table}.csv",
+            caption="../report/table.rst",
+            category="Transfer (Wu et al. 2022)",
+            subcategory="{table}",
+        ),
+        md="results/tables/{table}.md",
+        tex="results/tables/{table}.tex",
+        png=report(
+            "results/tables/{table}.png",
+            caption="../report/table.rst",
+            category="Transfer (Wu et al. 2022)",
+            subcategory="{table}",
+        ),
+    log:
+        "results/logs/transfer/{table}.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        spec=tables_spec_json,
+        prefix="results/tables/{table}",
+    shell:
+        "python -m pipeline_lib transfer-table --which {wildcards.table} --spec {params.spec:q}"
+        " --out-prefix {params.prefix} {input:q} 2> {log}"
+
+
+rule table1:
+    input:
+        expand("results/tables/table1.{ext}", ext=["csv", "md", "tex", "png"]),
+    localrule: True
+
+
+rule table2:
+    input:
+        expand("results/tables/table2.{ext}", ext=["csv", "md", "tex", "png"]),
+    localrule: True
+
+
+rule table3:
+    input:
+        expand("results/tables/table3.{ext}", ext=["csv", "md", "tex", "png"]),
+    localrule: True
+
+
+rule transfer_tables:
+    input:
+        rules.table1.input,
+        rules.table2.input,
+        rules.table3.input,
+    localrule: True
