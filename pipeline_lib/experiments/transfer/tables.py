@@ -129,6 +129,6 @@ def write_wu_table(table: str, cfg: dict, metrics: list[Path], out_prefix: Path)
     result = build_table(table, cfg, _load(metrics))
     report.write_table(result, out_prefix, caption(table, cfg))
     ft = cfg["transfer"]["finetune"]
-    title = (f"{table.capitalize()} (T5 {cfg['pretrain']['model']['preset']}, {ft['steps']} "
+    title = (f"{table.capitalize()} (T5 {cfg['transfer']['pretrain']['model']['preset']}, {ft['steps']} "
              f"fine-tuning steps, {len(ft['seeds'])} seed(s); primary metric x100)")
     report.bar_chart(result, Path(f"{out_prefix}.png"), title)
