@@ -112,5 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     except (PipelineError, ValueError, FileNotFoundError) as e:
+        # an expected failure (bad input, a diverged run, a corrupt checkpoint): one line
         print(f"error: {e}", file=sys.stderr)
         return 2

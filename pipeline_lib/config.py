@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import jsonschema
 import yaml
 
 from pipeline_lib.errors import ConfigError
+from pipeline_lib.files import text_problem
 
 SCHEMA_PATH = Path(
     os.environ.get(
@@ -220,18 +222,100 @@ def _training_checks(cfg: dict) -> None:
         raise ConfigError("implicit_bias.trace.min_samples: must not exceed implicit_bias.trace.max_samples")
 
 
+# Every integer of a config is a count, a size or a seed: none needs more than 31 bits, and
+# seeds feed uint32 SeedSequence words / jax.random.key (a larger value is a typo, not a seed).
+MAX_INT = 2**31 - 1
+
+
+def _scan_values(value: Any, path: tuple = ()) -> None:
+    """Structural checks JSON Schema cannot express: string keys, finite numbers, bounded
+    integers (each failure names the key path)."""
+    where = _key_path(path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(
+                    f"{_key_path((*path, str(key)))}: the key {key!r} is of type "
+                    f"{type(key).__name__}, not a string; quote it"
+                )
+            _scan_values(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _scan_values(item, (*path, i))
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(f"{where}: {value} is out of range; allowed: |value| <= {MAX_INT}")
+
+
+def _strict_integers() -> type:
+    """The schema's validator with `integer` meaning a Python int (JSON Schema's own also
+    accepts 4.0, which later fails as an array size or a range bound)."""
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
+    )
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+
+
+# The model configs are built with a stand-in vocabulary: the real one comes from the data at
+# run time, and no shape check depends on it.
+_STAND_IN_VOCAB = 512
+
+
+def _model_checks(cfg: dict, given: set[str]) -> None:
+    """Every model a job will build, built now from the config alone (presets, overrides,
+    shapes; the enlargement of the trace), so a typo fails before any job runs, not after the
+    upstream jobs spent their compute."""
+    if "transfer.pretrain" in given or "transfer.finetune" in given:
+        from pipeline_lib.models.configs import t5_config
+
+        model = cfg["transfer"]["pretrain"]["model"]
+        t5_config(model["preset"], prefix="transfer.pretrain.model.overrides",
+                  **{"vocab_size": _STAND_IN_VOCAB, **model.get("overrides", {})})
+    if "primer" in given:
+        from pipeline_lib.models.decoder_lm import decoder_lm_config
+
+        primer = cfg["primer"]
+        for variant in primer["variants"]:
+            decoder_lm_config(
+                primer["model"]["preset"], prefix="primer.model.overrides",
+                **{"vocab_size": _STAND_IN_VOCAB, "variant": variant,
+                   **primer["model"].get("overrides", {})},
+            )
+    if "implicit_bias" in given:
+        from pipeline_lib.evaluate.enlarge import EnlargeError, check_enlargeable
+        from pipeline_lib.experiments.implicit_bias.model import bert_for_size
+
+        section = cfg["implicit_bias"]
+        sizes = {name: bert_for_size(section, name, _STAND_IN_VOCAB) for name in section["sizes"]}
+        target = section["trace"]["enlarge_to"]
+        if target in sizes:
+            for name, size in sizes.items():
+                try:
+                    check_enlargeable(size, sizes[target])
+                except EnlargeError as e:
+                    raise ConfigError(
+                        f"implicit_bias.sizes.{name}: cannot be embedded exactly into "
+                        f"implicit_bias.trace.enlarge_to = {target!r}: {e}"
+                    ) from None
+
+
 def validate_config(cfg: dict, source: str = "config") -> dict:
     """Validate (and fill defaults into) a config dict; raise ConfigError with one message."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the config must be a mapping of keys to values")
+    try:
+        _scan_values(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     # A rule's --spec carries only the sections that rule reads; checks of a section that
     # was not given are skipped (its schema defaults are filled in but describe nothing real).
     transfer = cfg.get("transfer")
     given = set(cfg) | {f"transfer.{k}" for k in (transfer if isinstance(transfer, dict) else {})}
-    if "tasks" not in (cfg.get("corpora") or {}):
+    if not isinstance(cfg.get("corpora"), dict) or "tasks" not in cfg["corpora"]:
         given.discard("corpora")  # e.g. only corpora.nonsense_summary, for the vocabulary
     cfg = _fill_defaults(load_schema(), copy.deepcopy(cfg))
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = _strict_integers()(load_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
@@ -241,19 +325,66 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
             _corpora_checks(cfg)
         _experiment_checks(cfg, given)
         _training_checks(cfg)
+        _model_checks(cfg, given)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
 
 
-def load_config(path: str | os.PathLike) -> dict:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (YAML's default: last wins)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # reported by the constructor below
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"duplicate key {key!r} (first given on line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def _yaml_error(path: Path, e: yaml.YAMLError) -> ConfigError:
+    """file:line: what, from the problem mark (where it was noticed) or the context mark."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    context = getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f"{path}:{mark.line + 1}" if mark else f"{path}"
+    opened = ""
+    if context is not None and mark is not None and context.line != mark.line:
+        opened = f" ({getattr(e, 'context', 'started')} on line {context.line + 1})"
+    return ConfigError(f"{where}: not valid YAML: {problem}{opened}")
+
+
+def read_config_file(path: str | os.PathLike) -> Any:
+    """The parsed YAML of a config file; every failure is one ConfigError naming file:line."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    data = path.read_bytes()
+    problem = text_problem(data)
+    if problem is not None:
+        raise ConfigError(f"{path}:{problem[0]}: {problem[1]}")
+    text = data.decode("utf-8")
     try:
-        cfg = yaml.safe_load(path.read_text())
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    return validate_config(cfg, source=str(path))
+        raise _yaml_error(path, e) from None
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    return validate_config(read_config_file(path), source=str(path))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -68,10 +70,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         handle.write(data)
 
 
+def finite_json(obj: Any) -> Any:
+    """`obj` with every NaN / Infinity float replaced by None: strict JSON, which readers in
+    other languages (and `json.loads(..., parse_constant=...)` checks) accept."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """JSON with one-space indent and sorted keys, then a newline (the project's JSON style)."""
+    """JSON with one-space indent and sorted keys, then a newline (the project's JSON style);
+    never NaN or Infinity (they become null)."""
     with atomic_open(path, "w") as handle:
-        json.dump(obj, handle, indent=1, sort_keys=True)
+        json.dump(finite_json(obj), handle, indent=1, sort_keys=True, allow_nan=False)
         handle.write("\n")
 
 
@@ -113,6 +128,27 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def text_problem(data: bytes) -> tuple[int, str] | None:
+    """(line, what) of the first thing that makes `data` unusable as a text file (invalid
+    UTF-8, a NUL or another control character), or None. Input files are checked with this
+    before parsing, so a binary file is reported at a line instead of as a decode traceback,
+    and no control character ends up inside a symbol, a word or a corpus."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        return line, f"not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); is this a binary file?"
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    i = found.start()
+    line = text.count("\n", 0, i) + 1
+    return line, f"control character {found.group()!r} at column {i - text.rfind(chr(10), 0, i)}"
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def read_jsonl(path: str | os.PathLike, *, skip_broken: bool = False) -> list[dict]:

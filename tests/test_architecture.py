@@ -22,6 +22,7 @@ LARGE_MODULES = {
     "pipeline_lib/pcfg/dataset.py": "the PCFG data stage: four products with one meta format",
     "pipeline_lib/pcfg/fastchart.py": "the vectorised inside/outside chart: one algorithm",
     "pipeline_lib/data/nonsense.py": "Krishna et al.'s 16 nonsense subtasks: one generator",
+    "pipeline_lib/data/downstream_adapters.py": "the downstream readers: one registry",
     "pipeline_lib/evaluate/hessian.py": "Hutchinson and Fisher traces with their shared driver",
     "pipeline_lib/experiments/transfer/init_schemes.py": "the nine init schemes: one catalogue",
 }

@@ -163,6 +163,17 @@ def test_pcfg_adapters_test_split_falls_back_to_validation(task, tmp_path):
     assert adapter.read(tmp_path / "p", "test") == [Example("t9 t9 t1 t2 t3", "4")]
 
 
+def test_transduction_adapters_read_tsv_and_name_bad_lines(tmp_path):
+    for name in ("pcfg_swap", "pcfg_split"):
+        adapter = ADAPTERS[name]
+        assert adapter.primary_metric == "exact_match"
+        (tmp_path / "test.tsv").write_text("w1 w2 w3\tw3 w1 w2\n")
+        assert adapter.read(tmp_path, "test") == [Example("w1 w2 w3", "w3 w1 w2")]
+        (tmp_path / "train.tsv").write_text("w1 w2\tw2 w1\nno tab here\n")
+        with pytest.raises(DownstreamError, match=r"train.tsv:2: expected 'input<TAB>target'"):
+            adapter.read(tmp_path, "train")
+
+
 def test_registry_metadata():
     assert set(ADAPTERS) == {
         "cnndm_10k",
@@ -173,6 +184,8 @@ def test_registry_metadata():
         "squad",
         "pcfg_A",
         "pcfg_B",
+        "pcfg_swap",
+        "pcfg_split",
         "pcfg_C",
     }
     for a in ADAPTERS.values():

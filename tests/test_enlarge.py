@@ -171,6 +171,9 @@ def test_heads_not_scaled_is_refused_and_would_change_the_function() -> None:
         ({}, {"type_vocab_size": 1}, "type_vocab_size"),
         ({}, {"hidden_act": "relu"}, "hidden_act: small 'gelu' != large 'relu'"),
         ({"num_labels": 2}, {"num_labels": 2, "probe_length": 10}, "probe_length"),
+        ({}, {"dtype": "bfloat16"}, "dtype: small 'float32' != large 'bfloat16'"),
+        ({"layer_norm_eps": 1e-5}, {"layer_norm_eps": 1e-5}, r"layer_norm_eps: 1e-05 x \(k\^2 - 1\)"),
+        ({"layer_norm_eps": 1e-3}, {"layer_norm_eps": 1e-3}, "eps x k\\^2, not exactly"),
     ],
 )
 def test_refusals_name_the_condition(small_change, large_change, message) -> None:
@@ -189,3 +192,12 @@ def test_small_parameters_must_match_the_small_config() -> None:
     misshaped = dict(flat, **{"mlm_head/bias": np.zeros(41, np.float32)})
     with pytest.raises(EnlargeError, match=r"mlm_head/bias: small parameter has shape \(41,\)"):
         enlarge_params(misshaped, SMALL, large_cfg)
+
+
+def test_the_eps_bound_is_what_keeps_the_function_exact() -> None:
+    """Just inside the bound the enlarged logits match; BERT's 1e-12 at k = 2 is accepted."""
+    small = dataclasses.replace(SMALL, layer_norm_eps=1e-12)
+    assert check_enlargeable(small, dataclasses.replace(wider(small, 2, 3), layer_norm_eps=1e-12)) == 2
+    inside = dataclasses.replace(SMALL, layer_norm_eps=3e-10)  # x (k^2 - 1) = 9e-10 <= 1e-9
+    assert check_enlargeable(inside, dataclasses.replace(wider(inside, 2, 3),
+                                                         layer_norm_eps=3e-10)) == 2

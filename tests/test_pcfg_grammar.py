@@ -147,3 +147,35 @@ def test_sum_tolerance_is_inclusive_of_released_deviation_and_rejects_larger() -
 def test_missing_grammar_file_is_a_grammar_error(tmp_path: Path) -> None:
     with pytest.raises(GrammarError, match="cannot read grammar file"):
         read_grammar(tmp_path / "absent.txt")
+
+
+# --- hostile grammar and sentence files ---------------------------------------------------------
+
+
+def test_invalid_utf8_or_a_nul_byte_is_reported_with_file_and_line(tmp_path):
+    from pipeline_lib.pcfg.batching import read_sentences
+    from pipeline_lib.pcfg.errors import InputFormatError
+
+    bad = tmp_path / "g.txt"
+    bad.write_bytes(b"S -> A [1.0]\nA -> 'a\xff' [1.0]\n")
+    with pytest.raises(GrammarError, match=r"g\.txt:2: not UTF-8 text"):
+        read_grammar(bad)
+    bad.write_bytes(b"S -> A [1.0]\nA -> 'a\x00b' [1.0]\n")  # a NUL inside a symbol
+    with pytest.raises(GrammarError, match=r"g\.txt:2: control character"):
+        read_grammar(bad)
+    sentences = tmp_path / "s.txt"
+    sentences.write_bytes(b"a b\nc \x80d\n")
+    with pytest.raises(InputFormatError, match=r"s\.txt:2: not UTF-8 text"):
+        read_sentences(sentences)
+
+
+def test_a_huge_rule_is_not_echoed_whole():
+    words = " | ".join(f"'w{i}' [{1 / 5000:.6f}]" for i in range(5000))
+    with pytest.raises(GrammarError) as e:
+        parse_nltk_grammar(f"S -> A [1.0]\nA -> {words} | \n")
+    assert len(str(e.value)) < 500, len(str(e.value))
+
+
+def test_a_start_symbol_without_rules_is_reported_at_the_directive():
+    with pytest.raises(GrammarError, match=r"<string>:3: start symbol 'TOP' has no rules"):
+        parse_nltk_grammar("# comment\n\n%start TOP\nS -> 'a' [1.0]\n")

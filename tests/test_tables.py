@@ -144,10 +144,17 @@ def test_percent_of_benefit_by_hand():
     assert table.cell("set", "% of benefit").mean == pytest.approx(100 * 20 / 40.5)
     assert table.cell("random", "% of benefit").mean == pytest.approx(0.0)
     assert table.cell("t5", "% of benefit").mean == pytest.approx(100.0)
-    # per seed: set averages 37 and 35 -> the std is the row's spread in benefit units
-    assert table.cell("set", "% of benefit").std == pytest.approx(
-        100 * statistics.stdev([37, 35]) / 40.5
-    )
+    # two seeds shared by all three rows: a Fieller 95 % interval paired by seed, no std;
+    # per seed (seed 0, 1): set - random = 20, 20; t5 - random = 40, 41
+    cell = table.cell("set", "% of benefit")
+    assert cell.std is None and cell.meaningful
+    from pipeline_lib.report.findings import fieller_ratio_interval
+
+    _, low, high, bounded = fieller_ratio_interval([20.0, 20.0], [40.0, 41.0])
+    assert bounded and cell.interval == pytest.approx((100 * low, 100 * high))
+    assert cell.interval[0] < cell.mean < cell.interval[1]
+    md = report.to_markdown(table, "")
+    assert f"| {cell.mean:.1f} [{cell.interval[0]:.1f}, {cell.interval[1]:.1f}] |" in md
     with pytest.raises(TableError, match="reference row 'bert' is not in the table"):
         report.percent_of_benefit(report.aggregate(THREE_ROWS), "random", "bert")
 
@@ -206,11 +213,11 @@ lime\_x & \textbf{85.0} & 60.0 \\
 \end{table}
 """
 
-EXPECTED_CSV = """row,column,mean,std,n
-set,task_A,81.0,1.4142135623730951,2
-set,task_B,70.5,0.7071067811865476,2
-lime_x,task_A,85.0,,1
-lime_x,task_B,60.0,,1
+EXPECTED_CSV = """row,column,mean,std,n,low,high
+set,task_A,81.0,1.4142135623730951,2,,
+set,task_B,70.5,0.7071067811865476,2,,
+lime_x,task_A,85.0,,1,,
+lime_x,task_B,60.0,,1,,
 """
 
 

@@ -216,3 +216,40 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored["params"]))
     last = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[-1])
     assert last == {"event": "nonfinite", "split": "train", "step": 5}
+
+
+def test_an_update_that_overflows_the_parameters_is_never_applied_or_saved(tmp_path):
+    """Finite loss and gradient, but SGD with lr 3e38 overflows the parameters to Inf: the
+    step counts as non-finite, so the last checkpoint called good holds finite arrays only."""
+    arrays = _lm_arrays()
+    params, forward = support.model_params()
+    tx, schedule = optim.make_optimizer(
+        optim.OptimizerConfig(name="sgd", schedule="constant", learning_rate=3e38, warmup_steps=0)
+    )
+    cfg = loop.TrainConfig(num_steps=4, log_every=100, save_every=1,
+                           compiler_options=support.FAST_CPU_COMPILE)
+    with pytest.raises(loop.NonFiniteError, match="at step 1"):
+        loop.train(cfg, loss_fn=loop.make_token_loss_fn(forward), params=params, optimizer=tx,
+                   schedule=schedule, train_data=data.ArrayPipeline(arrays, 2, seed=0),
+                   ckpt_dir=tmp_path / "ckpt")
+    with ck.Checkpointer(tmp_path / "ckpt") as c:
+        assert c.all_steps() == []  # nothing was ever called good
+
+
+def test_a_nan_evaluation_is_never_selected_as_best():
+    from pipeline_lib.train import metrics
+
+    assert not metrics.improves({"accuracy": float("nan")}, None, "accuracy")
+    assert not metrics.improves({"accuracy": float("inf")}, None, "accuracy")
+    best = {"step": 2, "metrics": {"accuracy": 0.5}}
+    assert not metrics.improves({"accuracy": float("nan")}, best, "accuracy")
+    assert metrics.improves({"accuracy": 0.6}, best, "accuracy")
+
+
+def test_json_outputs_never_hold_nan_or_infinity(tmp_path):
+    from pipeline_lib.files import write_json_atomic
+
+    write_json_atomic(tmp_path / "s.json", {"best": {"loss": float("nan")}, "x": [float("inf")]})
+    text = (tmp_path / "s.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"best": {"loss": None}, "x": [None]}

@@ -141,29 +141,38 @@ def test_end_to_end_pretrain_resumes_from_checkpoints(tiny_workdir):
 
 @pytest.mark.slow
 def test_end_to_end_wu_tables_rerun_and_forcerun(tiny_workdir):
-    """table1-3 on the tiny config: real tables, a no-op rerun, --forcerun of one run."""
+    """table1-3 on the tiny config: real tables with findings, a no-op rerun, --forcerun of one
+    run (its group job: the seeds of one (task, source, init) train together)."""
     import json
 
     work, common = tiny_workdir
     snakemake("table1", "table2", "table3", *common)
     tables = work / "results" / "tables"
     for name in ("table1", "table2", "table3"):
-        for ext in ("csv", "md", "tex", "png"):
+        for ext in ("csv", "md", "tex", "png", "findings.json"):
             assert (tables / f"{name}.{ext}").stat().st_size > 0, (name, ext)
     md = (tables / "table2.md").read_text()
-    assert "Random init" in md and "identity: Per Param Mean/SD" in md
+    assert "Random init" in md and "identity: Per Param Mean/SD" in md and "Finding:" in md
+    assert "source identity:" in md  # how far the source got (or a WARNING)
+    findings = json.loads((tables / "table2.findings.json").read_text())
+    claims = [f["claim"] for f in findings["findings"]]
+    assert "identity: Pretrained beats Random init (Average)" in claims
+    assert all(f["verdict"] in ("held", "not held", "inconclusive") for f in findings["findings"])
     assert "Pre-attn LN = 0.4" in (tables / "table3.md").read_text()
-    run = work / "results" / "transfer" / "finetune" / "pcfg_A" / "identity" / "pretrained" / "0"
-    record = json.loads((run / "metrics.json").read_text())
-    assert record["init"] == "pretrained" and record["primary_metric"] == "exact_match"
-    assert 0 <= record["score"] <= 100 and record["num_examples"] == 20
-    assert len((run / "predictions.jsonl").read_text().splitlines()) == 20
+    group = work / "results" / "transfer" / "finetune" / "pcfg_swap" / "identity" / "pretrained"
+    for seed in (0, 1):
+        record = json.loads((group / str(seed) / "metrics.json").read_text())
+        assert record["init"] == "pretrained" and record["primary_metric"] == "exact_match"
+        assert record["seed"] == seed and record["runs_in_group"] == 2
+        assert 0 <= record["score"] <= 100 and record["num_examples"] == 10
+        assert len((group / str(seed) / "predictions.jsonl").read_text().splitlines()) == 10
     # the plan is keyed by task and init; a second run is a no-op
     assert "Nothing to be done" in snakemake("table2", "-n", *common).stdout
-    # --forcerun of one fine-tuning run redoes it and the tables that read it, nothing else
+    # --forcerun of one run's file redoes its group job and the tables that read it
+    run = group / "0" / "metrics.json"
     plan = snakemake(
         "table1", "table2", "table3", "-n", "--quiet", "rules",
-        "--forcerun", str((run / "metrics.json").relative_to(work)), *common,
+        "--forcerun", str(run.relative_to(work)), *common,
     ).stdout
     counts = dict(
         (line.split()[0], int(line.split()[1]))
@@ -172,6 +181,45 @@ def test_end_to_end_wu_tables_rerun_and_forcerun(tiny_workdir):
     )
     assert counts.get("transfer_finetune") == 1 and counts.get("transfer_pretrain") is None, plan
     assert counts.get("transfer_table") == 2, plan  # table1 and table2 read identity/pretrained
+
+
+@pytest.mark.slow
+def test_a_changed_spec_trains_afresh_instead_of_resuming_a_stale_run(tiny_workdir):
+    """Checkpoints are keyed by the run spec: a new learning rate reruns the job (params
+    trigger) and trains from scratch, while an unchanged spec resumes (see the test above)."""
+    import json
+
+    import yaml
+
+    work, common = tiny_workdir
+    snakemake("results/transfer/finetune/pcfg_A/none/random/0/metrics.json", *common)
+    out = work / "results" / "transfer" / "finetune" / "pcfg_A" / "none" / "random" / "0"
+    first = json.loads((out / "metrics.json").read_text())
+    assert first["resumed_from"] is None
+    # same spec, forced: resumes from its own checkpoint
+    snakemake(str(out.relative_to(work) / "metrics.json"), "--forcerun", "transfer_finetune",
+              *common)
+    assert json.loads((out / "metrics.json").read_text())["resumed_from"] == 4
+    # a new learning rate: a new checkpoint directory, trained afresh
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["transfer"]["finetune"]["optimizer"] = {"learning_rate": 0.5}
+    changed = work / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    args = [str(changed) if a == str(work / "config.yaml") else a for a in common]
+    snakemake(str(out.relative_to(work) / "metrics.json"), *args)
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["resumed_from"] is None and again["best_validation"] != first["best_validation"]
+    ckpts = work / "results" / "ckpt" / "transfer" / "finetune" / "pcfg_A" / "none" / "random"
+    assert len([d for d in ckpts.iterdir() if (d / "run_spec.json").is_file()]) == 2
+    # pre-training too
+    snakemake("pretrained_models", *common)
+    cfg["transfer"]["pretrain"]["optimizer"] = {"learning_rate": 0.3}
+    changed.write_text(yaml.safe_dump(cfg))
+    snakemake("pretrained_models", *args)
+    summary = json.loads(
+        (work / "results" / "transfer" / "pretrain" / "identity" / "summary.json").read_text()
+    )
+    assert summary["resumed_from"] is None and summary["step"] == 6
 
 
 @pytest.mark.slow

@@ -46,9 +46,8 @@ def cmd_corpus_check(args) -> int:
     from pipeline_lib.data import store
 
     store.verify_checksums(Path(args.dir))
-    meta = store.read_meta(Path(args.dir))
-    for source, info in meta["sources"].items():
-        print(f"{source}: {info['counts']}")
+    for source, counts in store.verify_counts(Path(args.dir)).items():
+        print(f"{source}: {counts} (checksums and row counts verified)")
     return 0
 
 
@@ -80,7 +79,7 @@ def register_cli(sub) -> None:
     p.add_argument("source", nargs="?", help="data directory (overrides downstream.<name>.source)")
     p.set_defaults(func=cmd_downstream, needs_config=True)
 
-    p = sub.add_parser("corpus-check", help="verify a corpus directory's checksums and counts")
+    p = sub.add_parser("corpus-check", help="verify a data directory: every file's sha256 and every split's row count")
     p.add_argument("dir", help="corpus directory (with meta.json)")
     p.set_defaults(func=cmd_corpus_check)
 

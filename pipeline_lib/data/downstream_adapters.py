@@ -336,6 +336,33 @@ def _pcfg_parse(paths: Sequence[Path], split: str) -> list[Example]:
     return examples
 
 
+# --- pcfg_swap / pcfg_split (seq2seq tasks from the Viterbi trees) -------------------------------
+def _transduction_parse(paths: Sequence[Path], split: str) -> list[Example]:
+    (path,) = paths
+    examples = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise DownstreamError(f"{path}:{i}: expected 'input<TAB>target', got {line[:80]!r}")
+        examples.append(Example(clean(parts[0]), clean(parts[1])))
+    if not examples:
+        raise DownstreamError(f"{path}: no examples")
+    return examples
+
+
+def _transduction_adapter(task: str, what: str) -> DownstreamAdapter:
+    return DownstreamAdapter(
+        name=f"pcfg_{task}",
+        description=f"PCFG seq2seq task {task} ({what}; pipeline_lib/pcfg/transduction.py): "
+        "{train,validation,test}.tsv of input<TAB>target lines",
+        metrics=("exact_match", "token_f1"),
+        primary_metric="exact_match",
+        split_files=_one_file(lambda split: f"{split}.tsv"),
+        parse=_transduction_parse,
+        remote_ok=False,
+    )
+
+
 # --- hub loaders (lazy, optional) ----------------------------------------------------------------
 def _hub_rows(loader: str, tfds_name: str, hf_args: tuple[str, ...], split: str) -> list[dict]:
     if loader == "tfds":
@@ -445,5 +472,7 @@ ADAPTERS: dict[str, DownstreamAdapter] = {
         _pcfg_adapter("A"),
         _pcfg_adapter("B"),
         _pcfg_adapter("C"),
+        _transduction_adapter("swap", "A B -> B A at the Viterbi tree's top-level split"),
+        _transduction_adapter("split", "A B -> A | B at the Viterbi tree's top-level split"),
     )
 }

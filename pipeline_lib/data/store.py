@@ -56,12 +56,12 @@ def write_split(root: Path, source: str, split: str, field: str, data: Ragged, d
 
 def length_stats(lengths: np.ndarray, digits: int = 3) -> dict:
     """min / mean / max of a length array for meta.json (zeros for an empty array)."""
-    # NB: `min(initial=0)` makes "min" 0 whatever the lengths are (a known bug, kept until the
-    # fix lands with its own regression test, so this refactor changes no output byte).
+    if not lengths.size:
+        return {"min": 0, "mean": 0.0, "max": 0}
     return {
-        "min": int(lengths.min(initial=0)),
-        "mean": round(float(lengths.mean()) if lengths.size else 0.0, digits),
-        "max": int(lengths.max(initial=0)),
+        "min": int(lengths.min()),
+        "mean": round(float(lengths.mean()), digits),
+        "max": int(lengths.max()),
     }
 
 
@@ -75,9 +75,27 @@ def read_split(root: Path, source: str, split: str, field: str, mmap: bool = Tru
         offsets = np.load(offsets_path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise StoreError(f"{tokens_path.parent}: cannot read {split}.{field}: {e}") from None
+    # Cheap structural checks on what the loader is about to trust (a flipped byte that keeps
+    # the .npy header valid is caught by the checksums: `verify_checksums`).
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise StoreError(f"{tokens_path}: expected a 1-D integer array, got {tokens.dtype} "
+                         f"of shape {tokens.shape}")
+    if not np.issubdtype(offsets.dtype, np.integer):
+        raise StoreError(f"{offsets_path}: expected integer offsets, got {offsets.dtype}")
     if offsets.ndim != 1 or offsets.size == 0 or offsets[0] != 0 or offsets[-1] != tokens.size:
         raise StoreError(f"{offsets_path}: offsets do not match {tokens_path.name}")
+    if offsets.size > 1 and bool((np.diff(offsets) < 0).any()):
+        raise StoreError(f"{offsets_path}: offsets are not monotonic")
     return Ragged(tokens, offsets)
+
+
+def check_token_range(root: Path, data: Ragged, where: str, vocab_size: int) -> None:
+    """Every id below the model's vocabulary (JAX's gather would clamp silently otherwise)."""
+    if data.values.size and (int(data.values.max()) >= vocab_size or int(data.values.min()) < 0):
+        raise StoreError(
+            f"{root}: {where} holds token ids in [{int(data.values.min())}, "
+            f"{int(data.values.max())}], outside the model vocabulary [0, {vocab_size})"
+        )
 
 
 def read_meta(root: Path) -> dict:
@@ -88,18 +106,56 @@ def read_meta(root: Path) -> dict:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise StoreError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise StoreError(
             f"{path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
         )
+    for key in ("checksums", "sources"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise StoreError(f"{path}: {key!r} must be an object, got {type(meta[key]).__name__}")
+    if not isinstance(meta.get("checksums"), dict):
+        raise StoreError(f"{path}: no 'checksums' (every data file's sha256 is required)")
     return meta
 
 
 def verify_checksums(root: Path) -> None:
+    """Every file listed has its recorded sha256, and every data file is listed."""
+    root = Path(root)
     meta = read_meta(root)
     for rel, digest in meta["checksums"].items():
-        path = Path(root) / rel
+        path = root / rel
         if not path.exists():
             raise StoreError(f"{path}: missing")
         if sha256_file(path) != digest:
             raise StoreError(f"{path}: checksum mismatch (corrupt or modified file)")
+    unlisted = sorted(
+        str(p.relative_to(root)) for p in root.rglob("*.npy")
+        if str(p.relative_to(root)) not in meta["checksums"]
+    )
+    if unlisted:
+        raise StoreError(f"{root / unlisted[0]}: not listed in meta.json's checksums")
+
+
+def verify_counts(root: Path) -> dict[str, dict[str, int]]:
+    """The rows of every source and split, checked against meta.json's `counts`."""
+    root = Path(root)
+    meta = read_meta(root)
+    found: dict[str, dict[str, int]] = {}
+    for source, info in (meta.get("sources") or {}).items():
+        counts = info.get("counts") if isinstance(info, dict) else None
+        if not isinstance(counts, dict):
+            raise StoreError(f"{root / 'meta.json'}: sources.{source}.counts missing")
+        found[source] = {}
+        for split, expected in counts.items():
+            if split in ("generated", "distinct_inputs"):  # generation statistics, not splits
+                continue
+            rows = {read_split(root, source, split, field, mmap=True).n for field in FIELDS}
+            if rows != {expected}:
+                raise StoreError(
+                    f"{root / source}: {split} has {sorted(rows)} rows but meta.json's "
+                    f"counts say {expected}"
+                )
+            found[source][split] = expected
+    return found

@@ -76,7 +76,14 @@ _EQUAL_FIELDS = {
     "hidden_act": "the activation (the MLPs must compute the same function)",
     "layer_norm_eps": "the LayerNorm eps",
     "num_labels": "the downstream heads",
+    "dtype": "the compute dtype (a bfloat16 copy does not compute the float32 function)",
 }
+
+# Tiling features k times divides their variance by k^2, so a LayerNorm of the enlarged model
+# computes the small one with eps multiplied by k^2: exact only while eps * (k^2 - 1) is
+# negligible against the features' variance. 1e-12 (BERT's default) gives < 1e-10 at k = 4;
+# 1e-5 already moved logits by ~1e-2 in the tests.
+MAX_EPS_SHIFT = 1e-9
 
 _LAYER = re.compile(r"^encoder/layers_(\d+)/")
 
@@ -108,6 +115,13 @@ def check_enlargeable(small: BertConfig, large: BertConfig) -> int:
             f"hidden_size: large {d_large} is not an integer multiple of small {d_small}"
         )
     k = d_large // d_small
+    if small.layer_norm_eps * (k * k - 1) > MAX_EPS_SHIFT:
+        raise EnlargeError(
+            f"layer_norm_eps: {small.layer_norm_eps:g} x (k^2 - 1) = "
+            f"{small.layer_norm_eps * (k * k - 1):.2g} for width ratio k = {k}; the enlarged "
+            f"LayerNorms would compute the small model with eps x k^2, not exactly (allowed: "
+            f"eps x (k^2 - 1) <= {MAX_EPS_SHIFT:g}, e.g. BERT's 1e-12)"
+        )
     if large.num_heads != k * small.num_heads:
         raise EnlargeError(
             f"num_heads: large {large.num_heads} != {k} x small {small.num_heads}; heads must "

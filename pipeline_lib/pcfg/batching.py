@@ -14,6 +14,7 @@ from typing import Iterator, Literal, Sequence
 
 import numpy as np
 
+from pipeline_lib.files import text_problem
 from pipeline_lib.pcfg.errors import InputFormatError, UnknownWordError
 from pipeline_lib.pcfg.grammar import Grammar
 
@@ -38,9 +39,13 @@ def read_sentences(path: str | Path) -> list[list[str]]:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError as error:
         raise InputFormatError(f"{path}: cannot read sentences: {error.strerror}") from error
+    problem = text_problem(data)
+    if problem is not None:
+        raise InputFormatError(f"{path}:{problem[0]}: {problem[1]}")
+    lines = data.decode("utf-8").splitlines()
     sentences = [line.split() for line in lines]
     for number, words in enumerate(sentences, start=1):
         if not words:

@@ -27,6 +27,7 @@ from pipeline_lib.pcfg.generate import RELEASED_LIKE_SHAPE, GrammarShape, genera
 from pipeline_lib.pcfg.grammar import Grammar
 from pipeline_lib.pcfg.grammar_io import read_grammar, write_nltk_grammar
 from pipeline_lib.pcfg.sample import DEFAULT_LENGTH_LIMIT, sample_sentences, sentences_to_text
+from pipeline_lib.pcfg.transduction import TASKS as TRANSDUCTION_TASKS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -121,12 +122,15 @@ def _add_build_verbs(verbs: argparse._SubParsersAction) -> None:
         ("build-pretrain", "pre-training sentences + BERT-masked instances (.npy)"),
         ("build-downstream", "downstream task train/validation sets (CSV + .npy)"),
         ("build-optimal-loss", "evaluation sentences, exact conditionals, optimal MLM loss"),
+        ("build-transduction", "a seq2seq task from the Viterbi trees (train/validation/test TSV)"),
     ):
         build = verbs.add_parser(verb, help=help_text)
         build.add_argument("--spec", required=True, help=spec_help)
         build.add_argument("--grammar", type=Path, required=True, help=grammar_help)
         if verb == "build-downstream":
             build.add_argument("--task", choices=["A", "B", "C"], required=True)
+        if verb == "build-transduction":
+            build.add_argument("--task", choices=sorted(TRANSDUCTION_TASKS), required=True)
         build.add_argument("--out", type=Path, required=True, help="output directory")
         _set_handler(build, _build_product)
 
@@ -299,6 +303,8 @@ def _build_product(args: argparse.Namespace) -> int:
         dataset.build_pretrain(spec, args.grammar, args.out)
     elif args.pcfg_verb == "build-downstream":
         dataset.build_downstream(spec, args.grammar, args.out, args.task)
+    elif args.pcfg_verb == "build-transduction":
+        dataset.build_transduction(spec, args.grammar, args.out, args.task)
     else:
         dataset.build_optimal_loss(spec, args.grammar, args.out)
     return 0

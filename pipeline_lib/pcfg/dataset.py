@@ -71,6 +71,7 @@ from pipeline_lib.pcfg.mlm import (
     create_mlm_instances,
 )
 from pipeline_lib.pcfg.sample import STREAM_PRETRAINING, sample_sentences, sentences_to_text
+from pipeline_lib.pcfg.transduction import TASKS as TRANSDUCTION_TASKS
 
 log = logging.getLogger("pipeline_lib.pcfg")
 
@@ -78,6 +79,7 @@ GRAMMAR_FILE = "grammar.txt"
 SAMPLE_ROWS = 100
 # Random stream of the optimal-loss evaluation sentences (sample.py uses 0-3).
 STREAM_OPTIMAL_LOSS = 4
+STREAM_TRANSDUCTION = 5
 # Host-side chunk sizes: multiples of the sampler / masking block size (1000),
 # so chunking never redraws a block; they only set how often progress is logged.
 SAMPLE_CHUNK = 10_000
@@ -135,15 +137,20 @@ def _optional_path(path: str, value: Any) -> str | None:
     return value
 
 
-def _tasks(path: str, value: Any) -> list[str]:
+def _task_list(path: str, value: Any, allowed: Sequence[str]) -> list[str]:
+    names = ", ".join(allowed)
     if not isinstance(value, list) or not value:
-        raise SpecError(f"{path}: {value!r} is not a non-empty list of tasks (A, B, C)")
+        raise SpecError(f"{path}: {value!r} is not a non-empty list of tasks ({names})")
     for task in value:
-        if task not in ("A", "B", "C"):
-            raise SpecError(f"{path}: {task!r} is not allowed; allowed values: A, B, C")
+        if task not in allowed:
+            raise SpecError(f"{path}: {task!r} is not allowed; allowed values: {names}")
     if len(set(value)) != len(value):
         raise SpecError(f"{path}: {value!r} lists a task twice")
     return list(value)
+
+
+def _tasks(path: str, value: Any) -> list[str]:
+    return _task_list(path, value, ("A", "B", "C"))
 
 
 _RULES: dict[str, Any] = {
@@ -165,6 +172,14 @@ _RULES: dict[str, Any] = {
         "seed": _integer(0),
         "n_train": _integer(1),
         "n_validation": _integer(1),
+    },
+    "transduction": {
+        "tasks": lambda path, value: _task_list(path, value, tuple(TRANSDUCTION_TASKS)),
+        "seed": _integer(0),
+        "n_train": _integer(1),
+        "n_validation": _integer(1),
+        "n_test": _integer(1),
+        "min_length": _integer(2),
     },
     # >= 2 sentences: the standard error needs two.
     "optimal_loss": {"seed": _integer(0), "n_sentences": _integer(2), "renormalize": _boolean},
@@ -901,3 +916,107 @@ def ensure_logging() -> None:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
+
+
+# ---------------------------------------------------------------------------
+# Seq2seq transduction tasks (pcfg/transduction.py)
+
+# Candidate sentences drawn per distinct one kept, at most (a grammar that cannot produce
+# enough distinct sentences of the minimum length fails instead of looping).
+_TRANSDUCTION_MAX_DRAWS_PER_SENTENCE = 200
+
+
+def build_transduction(
+    spec: dict[str, Any], grammar_dir: Path, out_dir: Path, task: str
+) -> dict[str, Any]:
+    """Train / validation / test sets of one seq2seq task of `pcfg.transduction`.
+
+    Sentences (``sample.length_limit``, at least ``transduction.min_length`` words) come from
+    their own stream; every sentence occurs once over all splits (train first, then
+    validation, then test), so test inputs are never seen in training. ``{split}.tsv`` holds
+    ``input<TAB>target`` lines of space-separated words (what the ``pcfg_<task>`` downstream
+    adapter reads); targets come from each sentence's Viterbi tree (`transduction.transduce`).
+    """
+    from pipeline_lib.pcfg.transduction import top_level_split, transduce
+    from pipeline_lib.pcfg.viterbi import viterbi_parses
+
+    spec = validate_spec(spec, require=("transduction", "sample", "chart"))
+    section = spec["transduction"]
+    if task not in section["tasks"]:
+        raise SpecError(
+            f"task {task!r} is not in pcfg.transduction.tasks ({', '.join(section['tasks'])})"
+        )
+    started = time.perf_counter()
+    _log_jax_cache()
+    grammar, grammar_meta = load_grammar_dir(grammar_dir)
+    sizes = {
+        "train": section["n_train"],
+        "validation": section["n_validation"],
+        "test": section["n_test"],
+    }
+    needed = sum(sizes.values())
+    kept: list[np.ndarray] = []
+    seen: set[tuple[int, ...]] = set()
+    drawn = 0
+    while len(kept) < needed:
+        if drawn > _TRANSDUCTION_MAX_DRAWS_PER_SENTENCE * needed:
+            raise PcfgError(
+                f"pcfg.transduction: the grammar gave only {len(kept)} distinct sentences of "
+                f">= {section['min_length']} words in {drawn} draws; {needed} are needed "
+                "(lower n_train/n_validation/n_test or min_length)"
+            )
+        batch = sample_sentences(
+            grammar, SAMPLE_CHUNK, section["seed"], start_index=drawn,
+            stream=STREAM_TRANSDUCTION, length_limit=spec["sample"]["length_limit"],
+        )
+        drawn += SAMPLE_CHUNK
+        for sentence in batch:
+            key = tuple(int(w) for w in sentence)
+            if len(key) >= section["min_length"] and key not in seen and len(kept) < needed:
+                seen.add(key)
+                kept.append(sentence)
+    parses = viterbi_parses(grammar, kept, batch_size=spec["chart"]["batch_size"])
+    rows = []
+    for i, (sentence, parse) in enumerate(zip(kept, parses)):
+        if parse.tree is None:
+            raise PcfgError(f"transduction sentence {i + 1} has probability zero")
+        left, right = top_level_split(parse.tree)
+        words = [grammar.terminals[int(w)] for w in sentence]
+        if left + right != words:
+            raise PcfgError(f"transduction sentence {i + 1}: the tree's leaves are not the words")
+        rows.append((" ".join(words), " ".join(transduce(task, left, right))))
+    counts: dict[str, Any] = {}
+    samples: list[dict[str, Any]] = []
+    with files.atomic_directory(out_dir) as tmp:
+        start = 0
+        for split, n in sizes.items():
+            split_rows = rows[start : start + n]
+            start += n
+            _write_text(tmp / f"{split}.tsv", "".join(f"{a}\t{b}\n" for a, b in split_rows))
+            lengths = np.fromiter((len(a.split()) for a, _ in split_rows), np.int64, n)
+            counts[split] = {
+                "examples": n,
+                "sentence_length": store.length_stats(lengths, digits=4),
+            }
+            if split == "train":
+                samples = [{"inputs": a, "targets": b} for a, b in split_rows[:SAMPLE_ROWS]]
+        _write_jsonl(tmp / "sample.jsonl", samples)
+        meta = _finish(
+            tmp,
+            {
+                "kind": "pcfg_transduction",
+                "generator": "pipeline_lib.pcfg.dataset:build_transduction",
+                "task": task,
+                "description": TRANSDUCTION_TASKS[task],
+                "parameters": {
+                    "transduction": section,
+                    "length_limit": spec["sample"]["length_limit"],
+                },
+                "seed": {"transduction": section["seed"]},
+                "grammar": _grammar_reference(grammar_meta),
+                "counts": counts | {"drawn": drawn},
+            },
+        )
+    log.info("transduction %s: %d examples -> %s (%.1fs)", task, needed, out_dir,
+             time.perf_counter() - started)
+    return meta

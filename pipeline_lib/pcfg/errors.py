@@ -21,7 +21,17 @@ class GrammarError(PcfgError):
         self.source = source
         self.line = line
         self.detail = message
-        super().__init__(f"{source}:{line}: {message}")
+        super().__init__(f"{source}:{line}: {_capped(message)}")
+
+
+# An error quotes what it complains about, but never a whole 2 MB rule: enough to find it.
+MAX_QUOTED = 300
+
+
+def _capped(text: str) -> str:
+    if len(text) <= MAX_QUOTED:
+        return text
+    return f"{text[:MAX_QUOTED]}... ({len(text)} characters)"
 
 
 class UnknownWordError(PcfgError):

@@ -170,6 +170,7 @@ def build_grammar(
     start: str | None = None,
     *,
     allow_unreachable: bool = False,
+    start_line: int = 1,
 ) -> Grammar:
     """Merge duplicate rules, validate, and pack ``rules`` into a :class:`Grammar`.
 
@@ -196,7 +197,8 @@ def build_grammar(
     for rule in rules:
         lhs_line.setdefault(rule.lhs, rule.line)
     if start_name not in lhs_line:
-        raise GrammarError(source, 1, f"start symbol {start_name!r} has no rules")
+        where = start_line if start is not None else 1  # the %start directive's line
+        raise GrammarError(source, where, f"start symbol {start_name!r} has no rules")
     _check_defined_and_productive(merged, lhs_line, rule_lines, source)
     _check_unary_cycles(merged, source)
     if not allow_unreachable:

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pipeline_lib.files import atomic_write_text
+from pipeline_lib.files import atomic_write_text, text_problem
 from pipeline_lib.pcfg.errors import GrammarError
 from pipeline_lib.pcfg.grammar import Grammar, RawRule, build_grammar
 
@@ -41,9 +41,13 @@ def read_grammar(path: str | Path, fmt: GrammarFormat = "auto", *, allow_unreach
     """Read and validate a grammar file; ``fmt="auto"`` picks nltk if any line has ``->``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise GrammarError(str(path), 0, f"cannot read grammar file: {error.strerror}") from error
+    problem = text_problem(data)
+    if problem is not None:
+        raise GrammarError(str(path), *problem)
+    text = data.decode("utf-8")
     if fmt == "auto":
         fmt = "nltk" if "->" in text else "rules"
     if fmt == "nltk":
@@ -76,6 +80,7 @@ def parse_nltk_grammar(text: str, source: str = "<string>", *, allow_unreachable
     """Parse nltk's PCFG text format, keeping line numbers for error messages."""
     rules: list[RawRule] = []
     start: str | None = None
+    start_line = 1
     pending = ""
     pending_line = 0
     for line_number, raw_line in enumerate(text.splitlines(), start=1):
@@ -91,10 +96,12 @@ def parse_nltk_grammar(text: str, source: str = "<string>", *, allow_unreachable
             continue
         pending = ""
         if line.startswith("%"):
-            start = _parse_directive(line, source, pending_line)
+            start, start_line = _parse_directive(line, source, pending_line), pending_line
             continue
         rules.extend(_parse_nltk_production(line, source, pending_line))
-    return build_grammar(rules, source, start, allow_unreachable=allow_unreachable)
+    return build_grammar(
+        rules, source, start, allow_unreachable=allow_unreachable, start_line=start_line
+    )
 
 
 def _parse_directive(line: str, source: str, line_number: int) -> str:

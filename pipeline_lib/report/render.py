@@ -1,5 +1,7 @@
-"""Renderings: CSV is machine-facing and long-form (row, column, mean, std, n; full float
-precision, empty std for one seed); Markdown and LaTeX are human-facing ("81.2 ± 0.4", optional
+"""Renderings: CSV is machine-facing and long-form (row, column, mean, std, n, low, high; full
+float precision, empty std for one seed, low/high the 95 % interval of an interval cell such as
+"% of benefit"); Markdown and LaTeX are human-facing ("81.2 ± 0.4", "47.0 [12.1, 80.3]", "n/m"
+for a share whose benefit is not distinguishable from 0, optional
 bold best per column, higher is better unless the column is listed in `lower_is_better`).
 LaTeX uses booktabs rules (\\toprule/\\midrule/\\bottomrule) and escapes every label and the
 caption (captions are plain text). `write_table` renders all three before writing any, then
@@ -21,6 +23,8 @@ from pipeline_lib.report.table import Cell, ResultTable
 
 MISSING = "--"  # a cell with no records
 UNDEFINED = "n/a"  # a cell whose value is NaN (e.g. benefit with reference == baseline)
+# an interval cell whose interval is unbounded: a share of a benefit not distinguishable from 0
+NOT_MEANINGFUL = "n/m"
 
 
 def _format_cell(cell: Cell | None, digits: int, plus_minus: str) -> str:
@@ -29,6 +33,11 @@ def _format_cell(cell: Cell | None, digits: int, plus_minus: str) -> str:
     mean, std = cell.mean, cell.std
     if math.isnan(mean):
         return UNDEFINED
+    if cell.interval is not None:
+        if not cell.meaningful:
+            return NOT_MEANINGFUL
+        low, high = cell.interval
+        return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
     text = f"{mean:.{digits}f}"
     if std is not None:
         text += f"{plus_minus}{std:.{digits}f}"
@@ -49,18 +58,27 @@ def _best_rows(table: ResultTable, lower_is_better: Collection[Hashable]) -> dic
 
 
 def to_csv(table: ResultTable) -> str:
-    """Long form `row_label,column,mean,std,n`, full precision; empty std with one seed."""
+    """Long form `row_label,column,mean,std,n,low,high`, full precision; empty std with one
+    seed, empty low/high except for interval cells."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([table.row_label, "column", "mean", "std", "n"])
+    writer.writerow([table.row_label, "column", "mean", "std", "n", "low", "high"])
     for r in table.rows:
         for c in table.columns:
             cell = table.cell(r, c)
             if cell is None:
                 continue
             std = cell.std
-            writer.writerow([r, c, repr(cell.mean), "" if std is None else repr(std), cell.n])
+            low, high = ("", "") if cell.interval is None else map(repr, cell.interval)
+            writer.writerow(
+                [r, c, repr(cell.mean), "" if std is None else repr(std), cell.n, low, high]
+            )
     return buffer.getvalue()
+
+
+def _note_line(note: str) -> str:
+    """A footer line; findings and warnings carry their own label."""
+    return note if note.startswith(("Finding:", "WARNING:")) else f"Note: {note}"
 
 
 def _markdown_escape(text: Hashable) -> str:
@@ -89,7 +107,7 @@ def to_markdown(
         lines.append("| " + " | ".join([_markdown_escape(r), *cells]) + " |")
     if table.notes:
         lines.append("")
-        lines.extend(f"Note: {note}" for note in table.notes)
+        lines.extend(_note_line(note) for note in table.notes)
     return "\n".join(lines) + "\n"
 
 

@@ -59,6 +59,11 @@ class Cell:
 
     seeds: tuple[Hashable, ...]
     values: tuple[float, ...]
+    # A derived cell may carry a point estimate and a 95 % interval instead of a spread (the
+    # "% of benefit" ratio: Fieller's interval, paired by seed). `interval` (-inf, inf) means
+    # "not meaningful at this scale" (its denominator is not distinguishable from 0).
+    estimate: float | None = None
+    interval: tuple[float, float] | None = None
 
     @property
     def n(self) -> int:
@@ -66,14 +71,19 @@ class Cell:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.values)
+        return self.estimate if self.estimate is not None else statistics.fmean(self.values)
 
     @property
     def std(self) -> float | None:
-        """Sample std (ddof=1); None with a single seed (no estimate of the spread)."""
-        if self.n < 2:
+        """Sample std (ddof=1); None with a single seed (no estimate of the spread) or for an
+        interval cell."""
+        if self.n < 2 or self.interval is not None:
             return None
         return statistics.stdev(self.values)
+
+    @property
+    def meaningful(self) -> bool:
+        return self.interval is None or all(math.isfinite(x) for x in self.interval)
 
     def by_seed(self) -> dict[Hashable, float]:
         return dict(zip(self.seeds, self.values))
@@ -199,6 +209,22 @@ def with_average(table: ResultTable, name: str = AVERAGE_COLUMN) -> ResultTable:
     )
 
 
+def _benefit_cell(row: Cell, baseline: Cell, reference: Cell, per_seed: tuple) -> Cell:
+    """The row's share of the reference's benefit over the baseline, with Fieller's 95 %
+    interval paired by seed when all three rows share at least two seeds; else per-seed values
+    with the baseline and reference as constants (one seed: a bare number)."""
+    from pipeline_lib.report.findings import fieller_ratio_interval
+
+    common = [s for s in row.seeds if s in baseline.by_seed() and s in reference.by_seed()]
+    if len(common) < 2 or len(common) != row.n or row.by_seed() == reference.by_seed():
+        return Cell(row.seeds, per_seed)  # (the reference row itself: exactly 100)
+    b, ref, r = baseline.by_seed(), reference.by_seed(), row.by_seed()
+    ratio, low, high, _ = fieller_ratio_interval(
+        [r[s] - b[s] for s in common], [ref[s] - b[s] for s in common]
+    )
+    return Cell(row.seeds, per_seed, estimate=100.0 * ratio, interval=(100.0 * low, 100.0 * high))
+
+
 def percent_of_benefit(
     table: ResultTable,
     baseline_row: Hashable,
@@ -262,7 +288,10 @@ def percent_of_benefit_by_group(
             per_seed = tuple(
                 math.nan if span == 0.0 else 100.0 * (v - baseline) / span for v in avg.values
             )
-            cells[(r, name)] = Cell(avg.seeds, per_seed)
+            cells[(r, name)] = _benefit_cell(
+                avg, table.cell(baseline_row, AVERAGE_COLUMN),
+                table.cell(reference_row, AVERAGE_COLUMN), per_seed,
+            )
     return dataclasses.replace(
         table,
         columns=table.columns + (name,),

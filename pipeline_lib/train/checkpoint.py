@@ -15,6 +15,8 @@ half-written step that `latest_step()` would pick; leftovers are deleted on the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -25,14 +27,15 @@ import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
 
-from pipeline_lib.files import atomic_open
+from pipeline_lib.errors import PipelineError
+from pipeline_lib.files import atomic_open, atomic_write_text
 from pipeline_lib.train.optim import path_str
 
 log = logging.getLogger(__name__)
 PyTree = Any
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PipelineError, RuntimeError):
     """A checkpoint directory or parameter file that is missing, unreadable or inconsistent."""
 
 
@@ -142,6 +145,32 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# --- checkpoint directories keyed by what the run is ----------------------------------------
+
+SPEC_FILE = "run_spec.json"
+
+
+def run_directory(root: str | os.PathLike, spec: dict) -> Path:
+    """`root/<hash of spec>`: the checkpoints of exactly this run.
+
+    `spec` is everything the run's result depends on (config slice, data checksums, source
+    checkpoint digest, seeds). A changed learning rate, data set or source checkpoint gives a
+    new directory, so a rerun trains afresh instead of resuming a stale run and reporting its
+    old result; the same spec finds its checkpoints again and resumes. The spec is stored in
+    the directory (`run_spec.json`) and checked on reuse (a hash collision fails loudly).
+    """
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    directory = Path(root) / key
+    spec_path = directory / SPEC_FILE
+    if spec_path.is_file():
+        if json.loads(spec_path.read_text()) != json.loads(text):
+            raise CheckpointError(f"{directory}: holds the checkpoints of another run spec")
+    else:
+        atomic_write_text(spec_path, json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n")
+    return directory
 
 
 # --- exported parameters -------------------------------------------------------------------

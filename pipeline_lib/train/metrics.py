@@ -158,9 +158,12 @@ class Throughput:
 
 def improves(record: dict, best: dict | None, select_metric: str) -> bool:
     """Whether the eval `record` beats `best` ({"step", "metrics"} or None) on `select_metric`
-    (higher is better; a record without the metric never does)."""
+    (higher is better; a record without the metric, or with a NaN/Inf value, never does: a
+    diverged evaluation must never become the "best" checkpoint)."""
     value = record.get(select_metric)
-    return value is not None and (best is None or value > best["metrics"][select_metric])
+    if value is None or not math.isfinite(value):
+        return False
+    return best is None or value > best["metrics"][select_metric]
 
 
 def reached(last_eval: dict | None, select_metric: str, stop_at: float | None) -> bool:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pipeline_lib.errors import PipelineError
 from pipeline_lib.train import mesh as mesh_lib
 from pipeline_lib.train import metrics as metrics_lib
 from pipeline_lib.train.optim import Schedule, token_cross_entropy
@@ -26,7 +27,7 @@ Batch = dict[str, Any]
 LossFn = Callable[[PyTree, Batch, jax.Array | None], tuple[jax.Array, dict[str, jax.Array]]]
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(PipelineError, RuntimeError):
     """Training produced a NaN/Inf loss or gradient; the bad update was never applied or saved."""
 
 
@@ -96,8 +97,8 @@ def make_train_step(
     Gradient accumulation scans over `grad_accum_steps` micro-batches (rows i, i+k, i+2k, ...
     so every micro-batch stays spread over the 'data' axis) and sums gradients and aux before
     normalising: the update equals the one-big-batch update (up to float summation order).
-    A non-finite loss or gradient norm freezes the state (the update is discarded) and
-    records the step in `nonfinite_step`; the loop stops on it.
+    A non-finite loss, gradient norm or updated parameter freezes the state (the update is
+    discarded) and records the step in `nonfinite_step`; the loop stops on it.
     """
     if loss_normalizing not in ("sum", "mean"):
         raise ValueError(f"loss_normalizing must be 'sum' or 'mean', got {loss_normalizing!r}")
@@ -151,9 +152,17 @@ def make_train_step(
             denom = jnp.maximum(sums["num_tokens"], 1.0)
             grads = jax.tree.map(lambda g: g / denom, grads)
         grad_norm = optax.global_norm(grads)
-        ok = jnp.isfinite(sums["loss_sum"]) & jnp.isfinite(grad_norm) & (state.nonfinite_step < 0)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        # A finite loss and gradient can still overflow the parameters (e.g. SGD with a huge
+        # rate): the new parameters must be finite too, or the update is discarded like a NaN
+        # gradient, so a checkpoint called good never holds Inf/NaN.
+        ok = (
+            jnp.isfinite(sums["loss_sum"])
+            & jnp.isfinite(grad_norm)
+            & jnp.isfinite(optax.global_norm(params))
+            & (state.nonfinite_step < 0)
+        )
 
         def keep_good(new, old):
             return jnp.where(ok, new, old)

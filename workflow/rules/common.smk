@@ -61,6 +61,7 @@ PCFG_GRAMMAR = pcfg_grammar_id()
 wildcard_constraints:
     grammar=PCFG_GRAMMAR,
     pcfg_task="|".join(PCFG_TASKS),
+    transduction_task="|".join(PCFG["transduction"]["tasks"]),
 
 
 def _pcfg_spec(*sections):
@@ -83,6 +84,10 @@ def pcfg_downstream_spec(wildcards):
 
 def pcfg_optimal_loss_spec(wildcards):
     return _pcfg_spec("optimal_loss", "sample", "mlm", "chart")
+
+
+def pcfg_transduction_spec(wildcards):
+    return _pcfg_spec("transduction", "sample", "chart")
 
 
 def pcfg_grammar_input(wildcards):
@@ -142,13 +147,23 @@ def table_inputs(wildcards):
     return finetune_metrics(table_runs(wildcards.table, config))
 
 
+def table_source_summaries(wildcards):
+    """summary.json of every pre-trained source a table's rows start from (for its caption)."""
+    sources = {s for s, _ in table_runs(wildcards.table, config)} - {NO_SOURCE, OFF_THE_SHELF}
+    return [f"results/transfer/pretrain/{s}/summary.json" for s in sorted(sources)]
+
+
 def tables_spec_json(wildcards):
     return json.dumps(
         {
             "seed": config["seed"],
             "vocab": config["vocab"],
             "transfer": {
-                "pretrain": {"tasks": PRETRAIN_TASKS, "model": PRETRAIN["model"]},
+                "pretrain": {
+                    "tasks": PRETRAIN_TASKS,
+                    "model": PRETRAIN["model"],
+                    "stop_at_accuracy": PRETRAIN["stop_at_accuracy"],
+                },
                 "finetune": FINETUNE,
                 "tables": TABLES,
             },
@@ -175,7 +190,7 @@ def finetune_init_param(wildcards, input):
 
 
 def finetune_spec_json(wildcards):
-    """What one fine-tuning run depends on (not the tables, seeds list or other tasks)."""
+    """What one group of fine-tuning runs depends on (not the tables or other tasks)."""
     return json.dumps(
         {
             "seed": config["seed"],
@@ -184,7 +199,7 @@ def finetune_spec_json(wildcards):
             "transfer": {
                 "pretrain": {"model": PRETRAIN["model"]},
                 "finetune": FINETUNE
-                | {"tasks": [wildcards.downstream], "seeds": [int(wildcards.seed)]}
+                | {"tasks": [wildcards.downstream]}
                 | {
                     "overrides": {
                         k: v for k, v in FINETUNE["overrides"].items() if k == wildcards.downstream
@@ -201,7 +216,8 @@ def downstream_source_input(wildcards):
     entry = DOWNSTREAM[wildcards.downstream]
     if entry["adapter"].startswith("pcfg_"):
         task = entry["adapter"].split("_", 1)[1]
-        return f"results/pcfg/{PCFG_GRAMMAR}/downstream/{task}"
+        product = "downstream" if task in ("A", "B", "C") else "transduction"
+        return f"results/pcfg/{PCFG_GRAMMAR}/{product}/{task}"
     source = entry.get("source")
     if not source or "://" in source:
         return []

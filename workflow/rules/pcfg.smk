@@ -90,6 +90,28 @@ rule pcfg_optimal_loss:
         " --grammar {input.grammar} --out {output} 2> {log}"
 
 
+rule pcfg_transduction:
+    input:
+        grammar="results/pcfg/{grammar}/grammar",
+    output:
+        directory("results/pcfg/{grammar}/transduction/{transduction_task}"),
+    log:
+        "results/logs/pcfg/{grammar}/transduction/{transduction_task}.log",
+    benchmark:
+        "results/benchmarks/pcfg/{grammar}/transduction/{transduction_task}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        spec=pcfg_transduction_spec,
+    shell:
+        "python -m pipeline_lib pcfg build-transduction --spec {params.spec:q}"
+        " --grammar {input.grammar} --task {wildcards.transduction_task} --out {output} 2> {log}"
+
+
 rule pcfg_data:
     input:
         expand("results/pcfg/{grammar}/pretrain", grammar=PCFG_GRAMMAR),
@@ -99,4 +121,9 @@ rule pcfg_data:
             pcfg_task=PCFG_TASKS,
         ),
         expand("results/pcfg/{grammar}/optimal_loss", grammar=PCFG_GRAMMAR),
+        expand(
+            "results/pcfg/{grammar}/transduction/{transduction_task}",
+            grammar=PCFG_GRAMMAR,
+            transduction_task=PCFG["transduction"]["tasks"],
+        ),
     localrule: True

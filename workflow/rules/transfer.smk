@@ -68,13 +68,22 @@ rule transfer_finetune:
         data="results/downstream/{downstream}",
         init=finetune_init_input,
     output:
-        metrics="results/transfer/finetune/{downstream}/{source}/{init}/{seed}/metrics.json",
-        predictions="results/transfer/finetune/{downstream}/{source}/{init}/{seed}/predictions.jsonl",
-        log_lines="results/transfer/finetune/{downstream}/{source}/{init}/{seed}/metrics.jsonl",
+        metrics=expand(
+            "results/transfer/finetune/{{downstream}}/{{source}}/{{init}}/{seed}/metrics.json",
+            seed=FINETUNE["seeds"],
+        ),
+        predictions=expand(
+            "results/transfer/finetune/{{downstream}}/{{source}}/{{init}}/{seed}/predictions.jsonl",
+            seed=FINETUNE["seeds"],
+        ),
+        log_lines=expand(
+            "results/transfer/finetune/{{downstream}}/{{source}}/{{init}}/{seed}/metrics.jsonl",
+            seed=FINETUNE["seeds"],
+        ),
     log:
-        "results/logs/transfer/finetune/{downstream}/{source}/{init}/{seed}.log",
+        "results/logs/transfer/finetune/{downstream}/{source}/{init}.log",
     benchmark:
-        "results/benchmarks/transfer/finetune/{downstream}/{source}/{init}/{seed}.tsv"
+        "results/benchmarks/transfer/finetune/{downstream}/{source}/{init}.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -84,18 +93,20 @@ rule transfer_finetune:
     params:
         spec=finetune_spec_json,
         init_params=finetune_init_param,
-        ckpt="results/ckpt/transfer/finetune/{downstream}/{source}/{init}/{seed}",
-        out="results/transfer/finetune/{downstream}/{source}/{init}/{seed}",
+        seeds=" ".join(str(s) for s in FINETUNE["seeds"]),
+        ckpt="results/ckpt/transfer/finetune/{downstream}/{source}/{init}",
+        out="results/transfer/finetune/{downstream}/{source}/{init}",
     shell:
         "python -m pipeline_lib transfer-finetune --spec {params.spec:q}"
         " --downstream {wildcards.downstream} --data {input.data} --source {wildcards.source}"
-        " --init {wildcards.init} --seed {wildcards.seed} --init-params {params.init_params:q}"
+        " --init {wildcards.init} --seeds {params.seeds} --init-params {params.init_params:q}"
         " --out {params.out} --ckpt-dir {params.ckpt} 2> {log}"
 
 
 rule transfer_table:
     input:
-        table_inputs,
+        metrics=table_inputs,
+        sources=table_source_summaries,
     output:
         csv=report(
             "results/tables/{table}.csv",
@@ -105,6 +116,7 @@ rule transfer_table:
         ),
         md="results/tables/{table}.md",
         tex="results/tables/{table}.tex",
+        findings="results/tables/{table}.findings.json",
         png=report(
             "results/tables/{table}.png",
             caption="../report/table.rst",
@@ -121,24 +133,25 @@ rule transfer_table:
         prefix="results/tables/{table}",
     shell:
         "python -m pipeline_lib transfer-table --which {wildcards.table} --spec {params.spec:q}"
-        " --out-prefix {params.prefix} {input:q} 2> {log}"
+        " --out-prefix {params.prefix} --source-summaries {input.sources:q}"
+        " -- {input.metrics:q} 2> {log}"
 
 
 rule table1:
     input:
-        expand("results/tables/table1.{ext}", ext=["csv", "md", "tex", "png"]),
+        expand("results/tables/table1.{ext}", ext=["csv", "md", "tex", "png", "findings.json"]),
     localrule: True
 
 
 rule table2:
     input:
-        expand("results/tables/table2.{ext}", ext=["csv", "md", "tex", "png"]),
+        expand("results/tables/table2.{ext}", ext=["csv", "md", "tex", "png", "findings.json"]),
     localrule: True
 
 
 rule table3:
     input:
-        expand("results/tables/table3.{ext}", ext=["csv", "md", "tex", "png"]),
+        expand("results/tables/table3.{ext}", ext=["csv", "md", "tex", "png", "findings.json"]),
     localrule: True
 
 

@@ -22,7 +22,7 @@ def cmd_finetune(cfg: dict, args) -> int:
         raise ConfigError(f"--downstream: {args.downstream!r} is not defined under downstream")
     init_params = None if args.init_params in (None, "", "none") else Path(args.init_params)
     finetune_t5(
-        cfg, args.downstream, Path(args.data), args.source, args.init, init_params, args.seed,
+        cfg, args.downstream, Path(args.data), args.source, args.init, init_params, args.seeds,
         Path(args.out), Path(args.ckpt_dir),
     )
     return 0
@@ -31,7 +31,8 @@ def cmd_finetune(cfg: dict, args) -> int:
 def cmd_table(cfg: dict, args) -> int:
     from pipeline_lib.experiments.transfer.tables import write_wu_table
 
-    write_wu_table(args.which, cfg, [Path(m) for m in args.metrics], Path(args.out_prefix))
+    write_wu_table(args.which, cfg, [Path(m) for m in args.metrics], Path(args.out_prefix),
+                   [Path(s) for s in args.source_summaries])
     return 0
 
 
@@ -49,16 +50,19 @@ def register_cli(sub) -> None:
     p = sub.add_parser(
         "transfer-finetune",
         aliases=["finetune"],
-        help="fine-tune T5 from one init scheme and evaluate it",
+        help="fine-tune T5 from one init scheme (several seeds together) and evaluate each run",
     )
     p.add_argument("--downstream", required=True, help="downstream task name")
     p.add_argument("--data", required=True, help="downstream data directory")
     p.add_argument("--source", default="none", help="pre-training corpus of --init-params")
     p.add_argument("--init", default="random", help="init scheme (transfer/init_schemes.py)")
     p.add_argument("--init-params", help="pre-trained params .npz (schemes that need one)")
-    p.add_argument("--seed", type=int, default=0, help="run seed (model, data, dropout, init)")
-    p.add_argument("--out", required=True, help="output directory (metrics.json, predictions)")
-    p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (not an output)")
+    p.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
+                   help="run seeds (model, data, dropout, init), trained together")
+    p.add_argument("--out", required=True,
+                   help="output root: <out>/<seed>/{metrics.json,predictions.jsonl,metrics.jsonl}")
+    p.add_argument("--ckpt-dir", required=True,
+                   help="resumable checkpoints (not an output), keyed by the run spec below it")
     p.set_defaults(func=cmd_finetune, needs_config=True)
 
     p = sub.add_parser(
@@ -67,6 +71,9 @@ def register_cli(sub) -> None:
         help="aggregate fine-tuning metrics into Table 1, 2 or 3",
     )
     p.add_argument("--which", required=True, choices=["table1", "table2", "table3"])
-    p.add_argument("--out-prefix", required=True, help="writes <prefix>.{csv,md,tex,png}")
+    p.add_argument("--out-prefix", required=True,
+                   help="writes <prefix>.{csv,md,tex,png} and <prefix>.findings.json")
+    p.add_argument("--source-summaries", nargs="*", default=[],
+                   help="summary.json of the pre-training sources the table uses (captions)")
     p.add_argument("metrics", nargs="+", help="metrics.json files of the fine-tuning runs")
     p.set_defaults(func=cmd_table, needs_config=True)

@@ -64,7 +64,9 @@ def caption(table: str, cfg: dict) -> str:
         f"{cfg['vocab']['layout']}, {ft['steps']} fine-tuning steps of batch "
         f"{ft['batch_size']}, beam {ft['beam_size']}; mean ± std over seeds "
         f"{', '.join(map(str, ft['seeds']))}; columns: {', '.join(ft['tasks'])} (primary metric "
-        "of each, x100)."
+        "of each, x100)"
+        + ("; % of benefit: estimate [95 % interval, Fieller, paired by seed], n/m where the "
+           "benefit itself is not distinguishable from 0." if table != "table3" else ".")
     )
 
 
@@ -125,10 +127,41 @@ def build_table(table: str, cfg: dict, records: list[dict]) -> report.ResultTabl
     return result
 
 
-def write_wu_table(table: str, cfg: dict, metrics: list[Path], out_prefix: Path) -> None:
+def write_wu_table(
+    table: str,
+    cfg: dict,
+    metrics: list[Path],
+    out_prefix: Path,
+    source_summaries: list[Path] = (),
+) -> None:
+    """`<prefix>.{csv,md,tex,png}` and `<prefix>.findings.json`: the table, its claims checked
+    (captions list them with the paper's value) and how far each pre-training source got."""
+    import dataclasses
+    import logging
+
+    from pipeline_lib.experiments.transfer.findings import source_notes, table_findings
+    from pipeline_lib.files import write_json_atomic
+    from pipeline_lib.report.findings import findings_json
+
     result = build_table(table, cfg, _load(metrics))
+    findings = table_findings(table, result)
+    summaries = _load(source_summaries)
+    threshold = cfg["transfer"]["pretrain"]["stop_at_accuracy"]
+    notes, warnings = source_notes(summaries, threshold)
+    for warning in warnings:
+        logging.getLogger(__name__).warning("%s: %s", table, warning)
+    result = dataclasses.replace(
+        result,
+        notes=result.notes + tuple(warnings) + tuple(notes)
+        + tuple(f"Finding: {f.summary()}" for f in findings),
+    )
     report.write_table(result, out_prefix, caption(table, cfg))
+    write_json_atomic(
+        Path(f"{out_prefix}.findings.json"),
+        findings_json(findings, table=table, caption=caption(table, cfg), sources=notes,
+                      warnings=warnings),
+    )
     ft = cfg["transfer"]["finetune"]
-    title = (f"{table.capitalize()} (T5 {cfg['transfer']['pretrain']['model']['preset']}, {ft['steps']} "
-             f"fine-tuning steps, {len(ft['seeds'])} seed(s); primary metric x100)")
+    title = (f"{table.capitalize()} (T5 {cfg['transfer']['pretrain']['model']['preset']}, "
+             f"{ft['steps']} fine-tuning steps, {len(ft['seeds'])} seed(s); primary metric x100)")
     report.bar_chart(result, Path(f"{out_prefix}.png"), title)
