@@ -67,7 +67,7 @@ def test_targets_follow_the_nltk_viterbi_tree(built):
     for (sentence, swapped), (sentence2, marked) in zip(swap[:15], split[:15]):
         assert sentence == sentence2
         tree = next(parser.parse(sentence.split()))
-        left, right = top_level_split(str(tree))
+        left, right = top_level_split(tree)
         assert swapped.split() == right + left
         assert marked.split() == left + [SEPARATOR] + right
 

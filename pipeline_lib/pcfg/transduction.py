@@ -28,11 +28,12 @@ TASKS = {
 }
 
 
-def top_level_split(tree: str) -> tuple[list[str], list[str]]:
-    """The words of the first binary node's two children (unary chains above it skipped)."""
+def top_level_split(tree) -> tuple[list[str], list[str]]:
+    """The words of the first binary node's two children (unary chains above it skipped);
+    `tree` is a bracketed string (`pcfg.viterbi`) or an `nltk.Tree`."""
     from nltk import Tree
 
-    node = Tree.fromstring(tree)
+    node = tree if isinstance(tree, Tree) else Tree.fromstring(tree)
     while isinstance(node, Tree) and len(node) == 1 and isinstance(node[0], Tree):
         node = node[0]
     if not isinstance(node, Tree) or len(node) != 2:

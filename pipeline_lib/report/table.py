@@ -79,6 +79,8 @@ class Cell:
         interval cell."""
         if self.n < 2 or self.interval is not None:
             return None
+        if not all(math.isfinite(v) for v in self.values):
+            return None  # an undefined cell (NaN) has no spread either
         return statistics.stdev(self.values)
 
     @property
