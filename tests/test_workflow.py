@@ -57,6 +57,16 @@ def test_bad_config_fails_before_any_job(tmp_path):
     assert "corpora.length_range" in proc.stdout + proc.stderr
 
 
+def test_a_real_run_on_an_invalid_config_starts_no_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("  data_vocab_size: 96", "  data_vocab_size: .nan"))
+    proc = snakemake("corpora", "--configfile", str(bad), "--directory", str(tmp_path),
+                     "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert "vocab.data_vocab_size: nan is not a finite number" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()  # nothing ran, nothing was written
+
+
 def _digests(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()

@@ -115,8 +115,6 @@ def read_meta(root: Path) -> dict:
     for key in ("checksums", "sources"):
         if key in meta and not isinstance(meta[key], dict):
             raise StoreError(f"{path}: {key!r} must be an object, got {type(meta[key]).__name__}")
-    if not isinstance(meta.get("checksums"), dict):
-        raise StoreError(f"{path}: no 'checksums' (every data file's sha256 is required)")
     return meta
 
 
@@ -124,6 +122,9 @@ def verify_checksums(root: Path) -> None:
     """Every file listed has its recorded sha256, and every data file is listed."""
     root = Path(root)
     meta = read_meta(root)
+    if not isinstance(meta.get("checksums"), dict):
+        raise StoreError(f"{root / 'meta.json'}: no 'checksums' (every data file's sha256 is "
+                         "required)")
     for rel, digest in meta["checksums"].items():
         path = root / rel
         if not path.exists():

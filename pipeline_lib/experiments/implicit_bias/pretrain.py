@@ -1,4 +1,4 @@
-"""BERT MLM pre-training on the PCFG corpus (Liu, Xie, Li & Ma 2023), as the `mlm_pretrain` rule runs it.
+"""BERT MLM pre-training on the PCFG corpus (Liu, Xie, Li & Ma 2023), as the `implicit_bias_pretrain` rule runs it.
 
 One run = (model size, optimizer, seed). The instances are the PCFG stage's BERT-masked arrays
 (`pcfg/<grammar>/pretrain`: input_ids, input_mask, masked_lm_positions, masked_lm_ids,

@@ -1,6 +1,6 @@
 """Decoder-only LM training (Primer-EZ vs Transformer++ vs vanilla) on the PCFG sentences.
 
-The `lm_pretrain` rule's glue: a small comparison in the spirit of So et al. (2021) that runs
+The `primer_pretrain` rule's glue: a small comparison in the spirit of So et al. (2021) that runs
 offline at laptop scale. Sentences come from the PCFG stage (`pcfg/<grammar>/pretrain/
 sentences.txt`, words of the compact vocabulary in `vocab.txt`); each is `[CLS] w1 .. wn [SEP]`
 padded with 0, trained with the next-token loss on every non-padding target (mean over

@@ -1,4 +1,4 @@
-"""T5 pre-training on one synthetic corpus (Wu et al. 2022 protocol), as the `pretrain` rule runs it.
+"""T5 pre-training on one synthetic corpus (Wu et al. 2022 protocol), as the `transfer_pretrain` rule runs it.
 
 Glue only: the model is `models.t5`, the optimiser, input pipeline, checkpoints, resume and
 metrics are `train.*`. The resumable orbax state lives in `ckpt_dir/<hash of the run spec>/`,
