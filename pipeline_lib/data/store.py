@@ -103,7 +103,9 @@ def read_meta(root: Path) -> dict:
     if not path.exists():
         raise StoreError(f"{path}: missing")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{path}: not UTF-8 text at byte {e.start} (corrupt file)") from None
     except json.JSONDecodeError as e:
         raise StoreError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(meta, dict):
