@@ -233,8 +233,9 @@ def t5_case(name, cfg, batch: int, enc_len: int, dec_len: int, mesh, options) ->
     )
 
 
-def bert_case(name, cfg, batch: int, length: int, predictions: int, mesh, options) -> Case:
-    graphdef, params = nnx.split(bert.Bert(cfg, rngs=nnx.Rngs(params=0)))
+def bert_mlm_inputs(graphdef, batch: int, length: int, predictions: int, vocab: int):
+    """(loss_fn, features) of a BERT MLM step on a seeded random batch with sparse masked
+    positions (shared with benchmarks/vs_torch.py, so both time the same work)."""
 
     def forward(params, batch, rng):
         return bert.bert_mlm_logits(
@@ -247,14 +248,20 @@ def bert_case(name, cfg, batch: int, length: int, predictions: int, mesh, option
     positions = np.stack([np.sort(rng.choice(np.arange(1, length - 1), predictions, False))
                           for _ in range(batch)]).astype(np.int32)
     features = {
-        "input_ids": _tokens(rng, (batch, length), 5, cfg.vocab_size),
+        "input_ids": _tokens(rng, (batch, length), 5, vocab),
         "input_mask": np.ones((batch, length), np.int32),
         "masked_lm_positions": positions,
-        "masked_lm_ids": _tokens(rng, (batch, predictions), 5, cfg.vocab_size),
+        "masked_lm_ids": _tokens(rng, (batch, predictions), 5, vocab),
         "masked_lm_weights": np.ones((batch, predictions), np.float32),
     }
     loss_fn = loop.make_token_loss_fn(forward, targets_key="masked_lm_ids",
                                       weights_key="masked_lm_weights")
+    return loss_fn, features
+
+
+def bert_case(name, cfg, batch: int, length: int, predictions: int, mesh, options) -> Case:
+    graphdef, params = nnx.split(bert.Bert(cfg, rngs=nnx.Rngs(params=0)))
+    loss_fn, features = bert_mlm_inputs(graphdef, batch, length, predictions, cfg.vocab_size)
     # the pooler is outside the MLM loss; AdamW still updates it, as training does
     jitted, state = engine_step(loss_fn, params, _adamw(), "mean", mesh, options)
     return Case(

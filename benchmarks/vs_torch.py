@@ -219,26 +219,10 @@ def bert_case(preset: str, vocab: int, batch: int, lengths, mesh):
     model = bert.Bert(cfg, rngs=nnx.Rngs(params=0))
     hf_model = to_transformers(model)  # BertForMaskedLM with the same weights
     graphdef, params = nnx.split(model)
+    from train_mfu import bert_mlm_inputs  # the MFU benchmark's batch (this folder)
 
-    def forward(params, batch, rng):
-        return bert.bert_mlm_logits(
-            graphdef, params, batch["input_ids"], batch["input_mask"],
-            masked_positions=batch["masked_lm_positions"], dropout_rng=rng,
-            deterministic=rng is None,
-        )
-
-    rng = np.random.default_rng(0)
-    positions = np.stack([np.sort(rng.choice(np.arange(1, length - 1), predictions, False))
-                          for _ in range(batch)]).astype(np.int32)
-    features = {
-        "input_ids": rng.integers(5, vocab, (batch, length)).astype(np.int32),
-        "input_mask": np.ones((batch, length), np.int32),
-        "masked_lm_positions": positions,
-        "masked_lm_ids": rng.integers(5, vocab, (batch, predictions)).astype(np.int32),
-        "masked_lm_weights": np.ones((batch, predictions), np.float32),
-    }
-    loss_fn = loop.make_token_loss_fn(forward, targets_key="masked_lm_ids",
-                                      weights_key="masked_lm_weights")
+    loss_fn, features = bert_mlm_inputs(graphdef, batch, length, predictions, vocab)
+    positions = features["masked_lm_positions"]
     adamw = optim.make_optimizer(optim.OptimizerConfig(
         name="adamw", schedule="linear", learning_rate=BERT_LR, warmup_steps=1000,
         total_steps=10_000,

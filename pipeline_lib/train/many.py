@@ -41,8 +41,8 @@ from pipeline_lib.train.step import (
     NonFiniteError,
     PyTree,
     TrainState,
-    cast_floating,
     default_compute_dtype,
+    eval_sums_fn,
     make_train_step,
 )
 
@@ -139,11 +139,7 @@ def train_many(
         donate_argnums=(0,),
     )
 
-    def eval_sums(p, batch):
-        loss_sum, aux = loss_fn(cast_floating(p, dtype), batch, None)
-        return {"loss_sum": loss_sum, **aux}
-
-    veval = jax.jit(jax.vmap(eval_sums, in_axes=(0, None)))
+    veval = jax.jit(jax.vmap(eval_sums_fn(loss_fn, dtype), in_axes=(0, None)))
     select_best = jax.jit(
         lambda mask, new, old: jax.tree.map(
             lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old

@@ -210,12 +210,21 @@ def make_eval_step(
     compiler_options: Mapping[str, Any] | None = None,
 ):
     """Jitted (params, batch) -> summed aux (teacher-forced; rng None = deterministic)."""
+    return jax.jit(
+        eval_sums_fn(loss_fn, compute_dtype),
+        compiler_options=dict(compiler_options) if compiler_options else None,
+    )
 
-    def eval_step(params, batch):
+
+def eval_sums_fn(loss_fn: LossFn, compute_dtype: Any = jnp.float32):
+    """The pure (params, batch) -> summed aux of one teacher-forced evaluation batch (jit it,
+    or vmap it over several runs' parameters)."""
+
+    def eval_sums(params, batch):
         loss_sum, aux = loss_fn(cast_floating(params, compute_dtype), batch, None)
         return {"loss_sum": loss_sum, **aux}
 
-    return jax.jit(eval_step, compiler_options=dict(compiler_options) if compiler_options else None)
+    return eval_sums
 
 
 def evaluate(eval_step, params: PyTree, batches: Iterable[Batch], mesh=None) -> dict[str, float]:

@@ -6,7 +6,6 @@ from pipeline_lib.config import ConfigError, validate_config
 from pipeline_lib.data.synthetic import SPECIAL_CORPORA
 from pipeline_lib.experiments.transfer.init_schemes import needs_checkpoint
 from pipeline_lib.experiments.transfer.tables import NO_SOURCE, OFF_THE_SHELF, table_runs
-from pipeline_lib.models.decoder_lm import VARIANTS as DECODER_LM_VARIANTS
 
 try:
     # One schema and one set of semantic checks for Snakemake and the CLI; defaults filled in.
@@ -250,7 +249,7 @@ PRIMER = config["primer"]
 wildcard_constraints:
     size="|".join(IMPLICIT_BIAS["sizes"]),
     optimizer="|".join(IMPLICIT_BIAS["optimizers"]),
-    variant="|".join(DECODER_LM_VARIANTS),
+    variant="|".join(PRIMER["variants"]),
     step=r"\d+",
 
 

@@ -24,7 +24,6 @@ as the released `run_ft.py` evaluates periodically but reports the final model).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -292,7 +291,3 @@ def lookup_table_probe(cfg: dict, pcfg_dir: Path, out_path: Path) -> dict:
         log.info("lookup table, task %s: probe %.1f", task, record[f"probe_{task}"]["mean"])
     write_json_atomic(Path(out_path), record)
     return record
-
-
-def load_records(paths: list[Path]) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]

@@ -173,7 +173,7 @@ def finetune_t5(
             "source": source,
             "init": init,
             "init_params": None if init_params is None else sha256_file(Path(init_params)),
-            "seeds": [run_seed_streams[i] for i in range(len(seeds))],
+            "seeds": run_seed_streams,
         },
     )
     out_dirs = [Path(out_root) / str(s) for s in seeds]

@@ -19,22 +19,11 @@ as the paper: ROUGE-1, exact match, SQuAD EM).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pipeline_lib import report
 
 RANDOM_ROW = "Random init"
-
-
-def _load(paths: list[Path]) -> list[dict]:
-    records = []
-    for path in paths:
-        try:
-            records.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: unreadable fine-tuning metrics ({e})") from None
-    return records
 
 
 def row_label(table: str, record: dict) -> str:
@@ -140,12 +129,12 @@ def write_wu_table(
     import logging
 
     from pipeline_lib.experiments.transfer.findings import source_notes, table_findings
-    from pipeline_lib.files import write_json_atomic
+    from pipeline_lib.files import read_json, write_json_atomic
     from pipeline_lib.report.findings import findings_json
 
-    result = build_table(table, cfg, _load(metrics))
+    result = build_table(table, cfg, [read_json(p) for p in metrics])
     findings = table_findings(table, result)
-    summaries = _load(source_summaries)
+    summaries = [read_json(p) for p in source_summaries]
     threshold = cfg["transfer"]["pretrain"]["stop_at_accuracy"]
     notes, warnings = source_notes(summaries, threshold)
     for warning in warnings:
