@@ -14,6 +14,9 @@ except ConfigError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
 
 
+# Every path of this configuration lives under results_dir ("results" for config.yaml,
+# "results_paper" for workflow/configs/paper.yaml): the two never share an output.
+RESULTS = config["results_dir"]
 TASKS = config["corpora"]["tasks"]
 # The conda environment all jobs declare for `--sdm conda` is execution.conda_env (envs/*.yaml).
 CONDA_ENV = f"../../envs/{config['execution']['conda_env']}.yaml"
@@ -135,7 +138,7 @@ wildcard_constraints:
 
 def finetune_metrics(runs):
     return [
-        f"results/transfer/finetune/{downstream}/{source}/{init}/{seed}/metrics.json"
+        f"{RESULTS}/transfer/finetune/{downstream}/{source}/{init}/{seed}/metrics.json"
         for source, init in runs
         for downstream in FINETUNE["tasks"]
         for seed in FINETUNE["seeds"]
@@ -149,7 +152,7 @@ def table_inputs(wildcards):
 def table_source_summaries(wildcards):
     """summary.json of every pre-trained source a table's rows start from (for its caption)."""
     sources = {s for s, _ in table_runs(wildcards.table, config)} - {NO_SOURCE, OFF_THE_SHELF}
-    return [f"results/transfer/pretrain/{s}/summary.json" for s in sorted(sources)]
+    return [f"{RESULTS}/transfer/pretrain/{s}/summary.json" for s in sorted(sources)]
 
 
 def tables_spec_json(wildcards):
@@ -181,7 +184,7 @@ def finetune_init_input(wildcards):
             f"init {wildcards.init!r} needs a pre-trained source, got {NO_SOURCE!r}"
         )
     name = "best_params" if PRETRAIN["checkpoint"] == "best" else "params"
-    return f"results/transfer/pretrain/{wildcards.source}/{name}.npz"
+    return f"{RESULTS}/transfer/pretrain/{wildcards.source}/{name}.npz"
 
 
 def finetune_init_param(wildcards, input):
@@ -216,7 +219,7 @@ def downstream_source_input(wildcards):
     if entry["adapter"].startswith("pcfg_"):
         task = entry["adapter"].split("_", 1)[1]
         product = "downstream" if task in ("A", "B", "C") else "transduction"
-        return f"results/pcfg/{PCFG_GRAMMAR}/{product}/{task}"
+        return f"{RESULTS}/pcfg/{PCFG_GRAMMAR}/{product}/{task}"
     source = entry.get("source")
     if not source or "://" in source:
         return []
@@ -277,8 +280,8 @@ def primer_spec_json(wildcards):
 
 
 PCFG_DIRS = [
-    f"results/pcfg/{PCFG_GRAMMAR}/{part}" for part in ("grammar", "pretrain", "optimal_loss")
-] + [f"results/pcfg/{PCFG_GRAMMAR}/downstream/{task}" for task in PCFG_TASKS]
+    f"{RESULTS}/pcfg/{PCFG_GRAMMAR}/{part}" for part in ("grammar", "pretrain", "optimal_loss")
+] + [f"{RESULTS}/pcfg/{PCFG_GRAMMAR}/downstream/{task}" for task in PCFG_TASKS]
 
 
 def implicit_bias_eval_spec_json(wildcards):

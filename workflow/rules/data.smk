@@ -3,11 +3,11 @@
 
 rule corpus:
     output:
-        directory("results/corpora/{task}"),
+        directory(f"{RESULTS}/corpora/{{task}}"),
     log:
-        "results/logs/corpora/{task}.log",
+        f"{RESULTS}/logs/corpora/{{task}}.log",
     benchmark:
-        "results/benchmarks/corpora/{task}.tsv"
+        f"{RESULTS}/benchmarks/corpora/{{task}}.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -23,7 +23,7 @@ rule corpus:
 
 rule corpora:
     input:
-        expand("results/corpora/{task}", task=TASKS),
+        expand(f"{RESULTS}/corpora/{{task}}", task=TASKS),
     localrule: True
 
 
@@ -33,11 +33,11 @@ rule downstream_data:
     input:
         downstream_source_input,
     output:
-        directory("results/downstream/{downstream}"),
+        directory(f"{RESULTS}/downstream/{{downstream}}"),
     log:
-        "results/logs/downstream/{downstream}.log",
+        f"{RESULTS}/logs/downstream/{{downstream}}.log",
     benchmark:
-        "results/benchmarks/downstream/{downstream}.tsv"
+        f"{RESULTS}/benchmarks/downstream/{{downstream}}.tsv"
     conda:
         CONDA_ENV
     threads: 1

@@ -5,18 +5,18 @@
 
 rule implicit_bias_pretrain:
     input:
-        data=f"results/pcfg/{PCFG_GRAMMAR}/pretrain",
+        data=f"{RESULTS}/pcfg/{PCFG_GRAMMAR}/pretrain",
     output:
         params=expand(
-            "results/implicit_bias/pretrain/{{size}}/{{optimizer}}/{{seed}}/step{step}.npz",
+            f"{RESULTS}/implicit_bias/pretrain/{{{{size}}}}/{{{{optimizer}}}}/{{{{seed}}}}/step{{step}}.npz",
             step=IMPLICIT_BIAS["checkpoints"],
         ),
-        summary="results/implicit_bias/pretrain/{size}/{optimizer}/{seed}/summary.json",
-        metrics="results/implicit_bias/pretrain/{size}/{optimizer}/{seed}/metrics.jsonl",
+        summary=f"{RESULTS}/implicit_bias/pretrain/{{size}}/{{optimizer}}/{{seed}}/summary.json",
+        metrics=f"{RESULTS}/implicit_bias/pretrain/{{size}}/{{optimizer}}/{{seed}}/metrics.jsonl",
     log:
-        "results/logs/implicit_bias/pretrain/{size}/{optimizer}/{seed}.log",
+        f"{RESULTS}/logs/implicit_bias/pretrain/{{size}}/{{optimizer}}/{{seed}}.log",
     benchmark:
-        "results/benchmarks/implicit_bias/pretrain/{size}/{optimizer}/{seed}.tsv"
+        f"{RESULTS}/benchmarks/implicit_bias/pretrain/{{size}}/{{optimizer}}/{{seed}}.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -25,8 +25,8 @@ rule implicit_bias_pretrain:
         runtime=240,
     params:
         spec=implicit_bias_spec_json,
-        ckpt="results/ckpt/implicit_bias/{size}/{optimizer}/{seed}",
-        out="results/implicit_bias/pretrain/{size}/{optimizer}/{seed}",
+        ckpt=f"{RESULTS}/ckpt/implicit_bias/{{size}}/{{optimizer}}/{{seed}}",
+        out=f"{RESULTS}/implicit_bias/pretrain/{{size}}/{{optimizer}}/{{seed}}",
     shell:
         "python -m pipeline_lib implicit-bias-pretrain --spec {params.spec:q}"
         " --size {wildcards.size} --optimizer {wildcards.optimizer} --seed {wildcards.seed}"
@@ -36,7 +36,7 @@ rule implicit_bias_pretrain:
 rule implicit_bias_models:
     input:
         expand(
-            "results/implicit_bias/pretrain/{size}/{optimizer}/{seed}/summary.json",
+            f"{RESULTS}/implicit_bias/pretrain/{{size}}/{{optimizer}}/{{seed}}/summary.json",
             size=IMPLICIT_BIAS["sizes"],
             optimizer=IMPLICIT_BIAS["optimizers"],
             seed=IMPLICIT_BIAS["seeds"],
@@ -53,14 +53,14 @@ rule mlm_models:
 
 rule implicit_bias_evaluate:
     input:
-        params="results/implicit_bias/pretrain/{size}/{optimizer}/{seed}/step{step}.npz",
+        params=f"{RESULTS}/implicit_bias/pretrain/{{size}}/{{optimizer}}/{{seed}}/step{{step}}.npz",
         pcfg=PCFG_DIRS,
     output:
-        "results/implicit_bias/eval/{size}/{optimizer}/{seed}/step{step}.json",
+        f"{RESULTS}/implicit_bias/eval/{{size}}/{{optimizer}}/{{seed}}/step{{step}}.json",
     log:
-        "results/logs/implicit_bias/eval/{size}/{optimizer}/{seed}/step{step}.log",
+        f"{RESULTS}/logs/implicit_bias/eval/{{size}}/{{optimizer}}/{{seed}}/step{{step}}.log",
     benchmark:
-        "results/benchmarks/implicit_bias/eval/{size}/{optimizer}/{seed}/step{step}.tsv"
+        f"{RESULTS}/benchmarks/implicit_bias/eval/{{size}}/{{optimizer}}/{{seed}}/step{{step}}.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -81,11 +81,11 @@ rule implicit_bias_lookup_table:
     input:
         PCFG_DIRS,
     output:
-        "results/implicit_bias/lookup_table.json",
+        f"{RESULTS}/implicit_bias/lookup_table.json",
     log:
-        "results/logs/implicit_bias/lookup_table.log",
+        f"{RESULTS}/logs/implicit_bias/lookup_table.log",
     benchmark:
-        "results/benchmarks/implicit_bias/lookup_table.tsv"
+        f"{RESULTS}/benchmarks/implicit_bias/lookup_table.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -103,39 +103,40 @@ rule implicit_bias_lookup_table:
 rule implicit_bias_tables:
     input:
         evals=expand(
-            "results/implicit_bias/eval/{size}/{optimizer}/{seed}/step{step}.json",
+            f"{RESULTS}/implicit_bias/eval/{{size}}/{{optimizer}}/{{seed}}/step{{step}}.json",
             size=IMPLICIT_BIAS["sizes"],
             optimizer=IMPLICIT_BIAS["optimizers"],
             seed=IMPLICIT_BIAS["seeds"],
             step=IMPLICIT_BIAS["checkpoints"],
         ),
-        lookup="results/implicit_bias/lookup_table.json",
+        lookup=f"{RESULTS}/implicit_bias/lookup_table.json",
     output:
         report(
-            multiext("results/tables/implicit_bias_checkpoints", ".csv", ".md", ".tex"),
+            multiext(f"{RESULTS}/tables/implicit_bias_checkpoints", ".csv", ".md", ".tex"),
             caption="../report/implicit_bias_tables.rst",
             category="Implicit bias (Liu et al. 2023)",
         ),
         report(
-            multiext("results/tables/implicit_bias_correlations", ".csv", ".md", ".tex"),
+            multiext(f"{RESULTS}/tables/implicit_bias_correlations", ".csv", ".md", ".tex"),
             caption="../report/implicit_bias_tables.rst",
             category="Implicit bias (Liu et al. 2023)",
         ),
         report(
-            multiext("results/tables/implicit_bias_accuracy_vs_", "loss.png", "trace.png"),
+            multiext(f"{RESULTS}/tables/implicit_bias_accuracy_vs_", "loss.png", "trace.png"),
             caption="../report/implicit_bias_tables.rst",
             category="Implicit bias (Liu et al. 2023)",
         ),
     log:
-        "results/logs/implicit_bias/tables.log",
+        f"{RESULTS}/logs/implicit_bias/tables.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
         spec=implicit_bias_eval_spec_json,
+        prefix=lambda wildcards, output: output[0][: -len("checkpoints.csv")],
     shell:
         "python -m pipeline_lib implicit-bias-table --spec {params.spec:q}"
-        " --lookup {input.lookup} --out-prefix results/tables/implicit_bias_"
+        " --lookup {input.lookup} --out-prefix {params.prefix}"
         " {input.evals:q} 2> {log}"
 
 

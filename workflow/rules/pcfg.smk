@@ -6,11 +6,11 @@ rule pcfg_grammar:
     input:
         pcfg_grammar_input,
     output:
-        directory("results/pcfg/{grammar}/grammar"),
+        directory(f"{RESULTS}/pcfg/{{grammar}}/grammar"),
     log:
-        "results/logs/pcfg/{grammar}/grammar.log",
+        f"{RESULTS}/logs/pcfg/{{grammar}}/grammar.log",
     benchmark:
-        "results/benchmarks/pcfg/{grammar}/grammar.tsv"
+        f"{RESULTS}/benchmarks/pcfg/{{grammar}}/grammar.tsv"
     conda:
         CONDA_ENV
     threads: 1
@@ -26,13 +26,13 @@ rule pcfg_grammar:
 
 rule pcfg_pretrain:
     input:
-        grammar="results/pcfg/{grammar}/grammar",
+        grammar=f"{RESULTS}/pcfg/{{grammar}}/grammar",
     output:
-        directory("results/pcfg/{grammar}/pretrain"),
+        directory(f"{RESULTS}/pcfg/{{grammar}}/pretrain"),
     log:
-        "results/logs/pcfg/{grammar}/pretrain.log",
+        f"{RESULTS}/logs/pcfg/{{grammar}}/pretrain.log",
     benchmark:
-        "results/benchmarks/pcfg/{grammar}/pretrain.tsv"
+        f"{RESULTS}/benchmarks/pcfg/{{grammar}}/pretrain.tsv"
     conda:
         CONDA_ENV
     threads: 1
@@ -48,13 +48,13 @@ rule pcfg_pretrain:
 
 rule pcfg_downstream:
     input:
-        grammar="results/pcfg/{grammar}/grammar",
+        grammar=f"{RESULTS}/pcfg/{{grammar}}/grammar",
     output:
-        directory("results/pcfg/{grammar}/downstream/{pcfg_task}"),
+        directory(f"{RESULTS}/pcfg/{{grammar}}/downstream/{{pcfg_task}}"),
     log:
-        "results/logs/pcfg/{grammar}/downstream/{pcfg_task}.log",
+        f"{RESULTS}/logs/pcfg/{{grammar}}/downstream/{{pcfg_task}}.log",
     benchmark:
-        "results/benchmarks/pcfg/{grammar}/downstream/{pcfg_task}.tsv"
+        f"{RESULTS}/benchmarks/pcfg/{{grammar}}/downstream/{{pcfg_task}}.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -70,13 +70,13 @@ rule pcfg_downstream:
 
 rule pcfg_optimal_loss:
     input:
-        grammar="results/pcfg/{grammar}/grammar",
+        grammar=f"{RESULTS}/pcfg/{{grammar}}/grammar",
     output:
-        directory("results/pcfg/{grammar}/optimal_loss"),
+        directory(f"{RESULTS}/pcfg/{{grammar}}/optimal_loss"),
     log:
-        "results/logs/pcfg/{grammar}/optimal_loss.log",
+        f"{RESULTS}/logs/pcfg/{{grammar}}/optimal_loss.log",
     benchmark:
-        "results/benchmarks/pcfg/{grammar}/optimal_loss.tsv"
+        f"{RESULTS}/benchmarks/pcfg/{{grammar}}/optimal_loss.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -92,13 +92,13 @@ rule pcfg_optimal_loss:
 
 rule pcfg_transduction:
     input:
-        grammar="results/pcfg/{grammar}/grammar",
+        grammar=f"{RESULTS}/pcfg/{{grammar}}/grammar",
     output:
-        directory("results/pcfg/{grammar}/transduction/{transduction_task}"),
+        directory(f"{RESULTS}/pcfg/{{grammar}}/transduction/{{transduction_task}}"),
     log:
-        "results/logs/pcfg/{grammar}/transduction/{transduction_task}.log",
+        f"{RESULTS}/logs/pcfg/{{grammar}}/transduction/{{transduction_task}}.log",
     benchmark:
-        "results/benchmarks/pcfg/{grammar}/transduction/{transduction_task}.tsv"
+        f"{RESULTS}/benchmarks/pcfg/{{grammar}}/transduction/{{transduction_task}}.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -114,15 +114,15 @@ rule pcfg_transduction:
 
 rule pcfg_data:
     input:
-        expand("results/pcfg/{grammar}/pretrain", grammar=PCFG_GRAMMAR),
+        expand(f"{RESULTS}/pcfg/{{grammar}}/pretrain", grammar=PCFG_GRAMMAR),
         expand(
-            "results/pcfg/{grammar}/downstream/{pcfg_task}",
+            f"{RESULTS}/pcfg/{{grammar}}/downstream/{{pcfg_task}}",
             grammar=PCFG_GRAMMAR,
             pcfg_task=PCFG_TASKS,
         ),
-        expand("results/pcfg/{grammar}/optimal_loss", grammar=PCFG_GRAMMAR),
+        expand(f"{RESULTS}/pcfg/{{grammar}}/optimal_loss", grammar=PCFG_GRAMMAR),
         expand(
-            "results/pcfg/{grammar}/transduction/{transduction_task}",
+            f"{RESULTS}/pcfg/{{grammar}}/transduction/{{transduction_task}}",
             grammar=PCFG_GRAMMAR,
             transduction_task=PCFG["transduction"]["tasks"],
         ),

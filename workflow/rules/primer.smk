@@ -4,14 +4,14 @@
 
 rule primer_pretrain:
     input:
-        data=f"results/pcfg/{PCFG_GRAMMAR}/pretrain",
+        data=f"{RESULTS}/pcfg/{PCFG_GRAMMAR}/pretrain",
     output:
-        summary="results/primer/{variant}/summary.json",
-        metrics="results/primer/{variant}/metrics.jsonl",
+        summary=f"{RESULTS}/primer/{{variant}}/summary.json",
+        metrics=f"{RESULTS}/primer/{{variant}}/metrics.jsonl",
     log:
-        "results/logs/primer/{variant}.log",
+        f"{RESULTS}/logs/primer/{{variant}}.log",
     benchmark:
-        "results/benchmarks/primer/{variant}.tsv"
+        f"{RESULTS}/benchmarks/primer/{{variant}}.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -20,8 +20,8 @@ rule primer_pretrain:
         runtime=120,
     params:
         spec=primer_spec_json,
-        ckpt="results/ckpt/primer/{variant}",
-        out="results/primer/{variant}",
+        ckpt=f"{RESULTS}/ckpt/primer/{{variant}}",
+        out=f"{RESULTS}/primer/{{variant}}",
     shell:
         "python -m pipeline_lib primer-pretrain --spec {params.spec:q}"
         " --variant {wildcards.variant} --data {input.data} --out {params.out}"
@@ -30,7 +30,7 @@ rule primer_pretrain:
 
 rule primer_models:
     input:
-        expand("results/primer/{variant}/summary.json", variant=PRIMER["variants"]),
+        expand(f"{RESULTS}/primer/{{variant}}/summary.json", variant=PRIMER["variants"]),
     localrule: True
 
 
@@ -39,20 +39,21 @@ rule primer_table:
         rules.primer_models.input,
     output:
         report(
-            multiext("results/tables/primer", ".csv", ".md", ".tex"),
+            multiext(f"{RESULTS}/tables/primer", ".csv", ".md", ".tex"),
             caption="../report/primer_table.rst",
             category="Primer (So et al. 2021)",
         ),
     log:
-        "results/logs/primer/table.log",
+        f"{RESULTS}/logs/primer/table.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
         spec=primer_spec_json,
+        prefix=lambda wildcards, output: output[0][: -len(".csv")],
     shell:
         "python -m pipeline_lib primer-table --spec {params.spec:q}"
-        " --out-prefix results/tables/primer {input:q} 2> {log}"
+        " --out-prefix {params.prefix} {input:q} 2> {log}"
 
 
 # The name of the README before the family layout (kept as an alias).

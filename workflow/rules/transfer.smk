@@ -6,16 +6,16 @@
 
 rule transfer_pretrain:
     input:
-        corpus="results/corpora/{task}",
+        corpus=f"{RESULTS}/corpora/{{task}}",
     output:
-        params="results/transfer/pretrain/{task}/params.npz",
-        best="results/transfer/pretrain/{task}/best_params.npz",
-        metrics="results/transfer/pretrain/{task}/metrics.jsonl",
-        summary="results/transfer/pretrain/{task}/summary.json",
+        params=f"{RESULTS}/transfer/pretrain/{{task}}/params.npz",
+        best=f"{RESULTS}/transfer/pretrain/{{task}}/best_params.npz",
+        metrics=f"{RESULTS}/transfer/pretrain/{{task}}/metrics.jsonl",
+        summary=f"{RESULTS}/transfer/pretrain/{{task}}/summary.json",
     log:
-        "results/logs/transfer/pretrain/{task}.log",
+        f"{RESULTS}/logs/transfer/pretrain/{{task}}.log",
     benchmark:
-        "results/benchmarks/transfer/pretrain/{task}.tsv"
+        f"{RESULTS}/benchmarks/transfer/pretrain/{{task}}.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -24,8 +24,8 @@ rule transfer_pretrain:
         runtime=240,
     params:
         spec=pretrain_spec_json,
-        ckpt="results/ckpt/transfer/pretrain/{task}",
-        out="results/transfer/pretrain/{task}",
+        ckpt=f"{RESULTS}/ckpt/transfer/pretrain/{{task}}",
+        out=f"{RESULTS}/transfer/pretrain/{{task}}",
     shell:
         "python -m pipeline_lib transfer-pretrain --spec {params.spec:q}"
         " --corpus {input.corpus} --out {params.out} --ckpt-dir {params.ckpt} 2> {log}"
@@ -33,7 +33,7 @@ rule transfer_pretrain:
 
 rule transfer_models:
     input:
-        expand("results/transfer/pretrain/{task}/summary.json", task=PRETRAIN_TASKS),
+        expand(f"{RESULTS}/transfer/pretrain/{{task}}/summary.json", task=PRETRAIN_TASKS),
     localrule: True
 
 
@@ -48,10 +48,10 @@ rule transfer_off_the_shelf:
     input:
         ancient(OFF_THE_SHELF_DIR),
     output:
-        params="results/transfer/pretrain/off_the_shelf/params.npz",
-        best="results/transfer/pretrain/off_the_shelf/best_params.npz",
+        params=f"{RESULTS}/transfer/pretrain/off_the_shelf/params.npz",
+        best=f"{RESULTS}/transfer/pretrain/off_the_shelf/best_params.npz",
     log:
-        "results/logs/transfer/pretrain/off_the_shelf.log",
+        f"{RESULTS}/logs/transfer/pretrain/off_the_shelf.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -65,25 +65,25 @@ rule transfer_off_the_shelf:
 
 rule transfer_finetune:
     input:
-        data="results/downstream/{downstream}",
+        data=f"{RESULTS}/downstream/{{downstream}}",
         init=finetune_init_input,
     output:
         metrics=expand(
-            "results/transfer/finetune/{{downstream}}/{{source}}/{{init}}/{seed}/metrics.json",
+            f"{RESULTS}/transfer/finetune/{{{{downstream}}}}/{{{{source}}}}/{{{{init}}}}/{{seed}}/metrics.json",
             seed=FINETUNE["seeds"],
         ),
         predictions=expand(
-            "results/transfer/finetune/{{downstream}}/{{source}}/{{init}}/{seed}/predictions.jsonl",
+            f"{RESULTS}/transfer/finetune/{{{{downstream}}}}/{{{{source}}}}/{{{{init}}}}/{{seed}}/predictions.jsonl",
             seed=FINETUNE["seeds"],
         ),
         log_lines=expand(
-            "results/transfer/finetune/{{downstream}}/{{source}}/{{init}}/{seed}/metrics.jsonl",
+            f"{RESULTS}/transfer/finetune/{{{{downstream}}}}/{{{{source}}}}/{{{{init}}}}/{{seed}}/metrics.jsonl",
             seed=FINETUNE["seeds"],
         ),
     log:
-        "results/logs/transfer/finetune/{downstream}/{source}/{init}.log",
+        f"{RESULTS}/logs/transfer/finetune/{{downstream}}/{{source}}/{{init}}.log",
     benchmark:
-        "results/benchmarks/transfer/finetune/{downstream}/{source}/{init}.tsv"
+        f"{RESULTS}/benchmarks/transfer/finetune/{{downstream}}/{{source}}/{{init}}.tsv"
     conda:
         CONDA_ENV
     threads: 2
@@ -94,8 +94,8 @@ rule transfer_finetune:
         spec=finetune_spec_json,
         init_params=finetune_init_param,
         seeds=" ".join(str(s) for s in FINETUNE["seeds"]),
-        ckpt="results/ckpt/transfer/finetune/{downstream}/{source}/{init}",
-        out="results/transfer/finetune/{downstream}/{source}/{init}",
+        ckpt=f"{RESULTS}/ckpt/transfer/finetune/{{downstream}}/{{source}}/{{init}}",
+        out=f"{RESULTS}/transfer/finetune/{{downstream}}/{{source}}/{{init}}",
     shell:
         "python -m pipeline_lib transfer-finetune --spec {params.spec:q}"
         " --downstream {wildcards.downstream} --data {input.data} --source {wildcards.source}"
@@ -109,28 +109,28 @@ rule transfer_table:
         sources=table_source_summaries,
     output:
         csv=report(
-            "results/tables/{table}.csv",
+            f"{RESULTS}/tables/{{table}}.csv",
             caption="../report/table.rst",
             category="Transfer (Wu et al. 2022)",
             subcategory="{table}",
         ),
-        md="results/tables/{table}.md",
-        tex="results/tables/{table}.tex",
-        findings="results/tables/{table}.findings.json",
+        md=f"{RESULTS}/tables/{{table}}.md",
+        tex=f"{RESULTS}/tables/{{table}}.tex",
+        findings=f"{RESULTS}/tables/{{table}}.findings.json",
         png=report(
-            "results/tables/{table}.png",
+            f"{RESULTS}/tables/{{table}}.png",
             caption="../report/table.rst",
             category="Transfer (Wu et al. 2022)",
             subcategory="{table}",
         ),
     log:
-        "results/logs/transfer/{table}.log",
+        f"{RESULTS}/logs/transfer/{{table}}.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
         spec=tables_spec_json,
-        prefix="results/tables/{table}",
+        prefix=f"{RESULTS}/tables/{{table}}",
     shell:
         "python -m pipeline_lib transfer-table --which {wildcards.table} --spec {params.spec:q}"
         " --out-prefix {params.prefix} --source-summaries {input.sources:q}"
@@ -139,19 +139,19 @@ rule transfer_table:
 
 rule table1:
     input:
-        expand("results/tables/table1.{ext}", ext=["csv", "md", "tex", "png", "findings.json"]),
+        expand(f"{RESULTS}/tables/table1.{{ext}}", ext=["csv", "md", "tex", "png", "findings.json"]),
     localrule: True
 
 
 rule table2:
     input:
-        expand("results/tables/table2.{ext}", ext=["csv", "md", "tex", "png", "findings.json"]),
+        expand(f"{RESULTS}/tables/table2.{{ext}}", ext=["csv", "md", "tex", "png", "findings.json"]),
     localrule: True
 
 
 rule table3:
     input:
-        expand("results/tables/table3.{ext}", ext=["csv", "md", "tex", "png", "findings.json"]),
+        expand(f"{RESULTS}/tables/table3.{{ext}}", ext=["csv", "md", "tex", "png", "findings.json"]),
     localrule: True
 
 
