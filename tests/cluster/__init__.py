@@ -1,0 +1,1 @@
+"""Helpers for the cluster tests: real servers started on this machine (no mocks)."""
