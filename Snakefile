@@ -8,6 +8,7 @@
 #   implicit_bias:  implicit_bias_models (alias mlm_models),
 #                   implicit_bias_tables (alias pcfg_tables)   (Liu et al. 2023)
 #   primer:         primer_models, primer_table (alias lm_models) (So et al. 2021)
+#   report:         findings (every table's claims on one page; builds every table)
 #   snakemake -n <target>                  the plan
 
 
@@ -27,6 +28,7 @@ include: "workflow/rules/pcfg.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/implicit_bias.smk"
 include: "workflow/rules/primer.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

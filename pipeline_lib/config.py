@@ -11,6 +11,7 @@ import copy
 import functools
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,6 @@ def _training_checks(cfg: dict) -> None:
     for stage in ("pretrain", "finetune"):
         section = cfg["transfer"][stage]
         _schedule_checks(f"transfer.{stage}.optimizer", section["optimizer"], section["steps"])
-    _schedule_checks("primer.optimizer", cfg["primer"]["optimizer"], cfg["primer"]["steps"])
     liu = cfg["implicit_bias"]
     for name, opt in liu["optimizers"].items():
         _schedule_checks(f"implicit_bias.optimizers.{name}", opt, liu["steps"])
@@ -272,16 +272,10 @@ def _model_checks(cfg: dict, given: set[str]) -> None:
         model = cfg["transfer"]["pretrain"]["model"]
         t5_config(model["preset"], prefix="transfer.pretrain.model.overrides",
                   **{"vocab_size": _STAND_IN_VOCAB, **model.get("overrides", {})})
-    if "primer" in given:
-        from pipeline_lib.models.decoder_lm import decoder_lm_config
+    if "primer" in given:  # its models, budget, baselines and data path
+        from pipeline_lib.experiments.primer.checks import check_primer
 
-        primer = cfg["primer"]
-        for variant in primer["variants"]:
-            decoder_lm_config(
-                primer["model"]["preset"], prefix="primer.model.overrides",
-                **{"vocab_size": _STAND_IN_VOCAB, "variant": variant,
-                   **primer["model"].get("overrides", {})},
-            )
+        check_primer(cfg["primer"])
     if "implicit_bias" in given:
         from pipeline_lib.evaluate.enlarge import EnlargeError, check_enlargeable
         from pipeline_lib.experiments.implicit_bias.model import bert_for_size
@@ -298,6 +292,35 @@ def _model_checks(cfg: dict, given: set[str]) -> None:
                         f"implicit_bias.sizes.{name}: cannot be embedded exactly into "
                         f"implicit_bias.trace.enlarge_to = {target!r}: {e}"
                     ) from None
+
+
+_COORDINATOR = re.compile(r"^(auto|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}|[A-Za-z0-9_.-]+:[0-9]{1,5})$")
+
+
+def check_distributed(
+    coordinator: str | None, num_processes: int | None, process_id: int | None = None,
+    keys: tuple[str, str, str] = (
+        "execution.coordinator", "execution.num_processes", "--process-id"),
+) -> None:
+    """A multi-process setting JAX can start from, or one ConfigError naming the key / flag.
+
+    Shared by the config checks and the CLI's --coordinator/--num-processes/--process-id, so a
+    typo fails before a process waits `initialization_timeout_s` for partners that never come.
+    """
+    coordinator_key, processes_key, id_key = keys
+    if coordinator is None:
+        if num_processes not in (None, 1) or process_id not in (None, 0):
+            given = processes_key if num_processes not in (None, 1) else id_key
+            raise ConfigError(f"{given}: a multi-process run needs {coordinator_key}: "
+                              "host:port of process 0, or auto")
+        return
+    if not _COORDINATOR.match(coordinator):
+        raise ConfigError(f"{coordinator_key}: {coordinator!r} is not host:port (or auto)")
+    if coordinator != "auto" and not 0 < int(coordinator.rsplit(":", 1)[1]) < 65536:
+        raise ConfigError(f"{coordinator_key}: {coordinator!r}: port must be 1..65535")
+    if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
+        raise ConfigError(f"{id_key}: {process_id} is not in 0..{num_processes - 1} "
+                          f"({processes_key} = {num_processes})")
 
 
 def validate_config(cfg: dict, source: str = "config") -> dict:
@@ -326,6 +349,7 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
         _experiment_checks(cfg, given)
         _training_checks(cfg)
         _model_checks(cfg, given)
+        check_distributed(cfg["execution"]["coordinator"], cfg["execution"]["num_processes"])
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg

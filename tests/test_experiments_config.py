@@ -42,7 +42,8 @@ def _with(path: str, value):
                                                   "per_param_grouping___init_mean_std"]),
         ("implicit_bias.checkpoints", [100, 5000], ["implicit_bias.checkpoints", "5000", "implicit_bias.steps"]),
         ("implicit_bias.trace.enlarge_to", "huge", ["implicit_bias.trace.enlarge_to", "'huge'", "small, base"]),
-        ("primer.optimizer", {"warmup_steps": 500}, ["primer.optimizer.warmup_steps", "500", "300"]),
+        ("primer.optimizer", {"schedule": "linear", "warmup_steps": 500},
+         ["primer.optimizer.warmup_steps", "500", "400"]),
         ("transfer.finetune.beam_size", 0, ["transfer.finetune.beam_size", "minimum"]),
     ],
 )

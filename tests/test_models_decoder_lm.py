@@ -296,3 +296,93 @@ def test_dropout_needs_a_key():
     graphdef, state = nnx.split(abstract(cfg))
     with pytest.raises(ValueError, match="dropout_rng"):
         decoder_lm_logits(graphdef, state, jnp.ones((1, 4), jnp.int32), deterministic=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Fidelity to the Primer gins, the dconv against lax's convolution, FLOPs against XLA.
+# --------------------------------------------------------------------------------------------
+
+
+def test_gins_fidelity_variants():
+    """`defaults.gin`: MLP biases for every model; `*_transformer_vanilla` is T5 1.0's ReLU."""
+    vanilla = decoder_lm_config("laptop", variant="vanilla", fidelity="gins")
+    assert (vanilla.resolved_mlp, vanilla.norm, vanilla.resolved_mlp_bias) == ("relu", "layer_norm", True)
+    flat = flat_params(abstract(dataclasses.replace(TINY, variant="vanilla", fidelity="gins")))
+    assert "decoder/layers_0/pre_mlp_layer_norm/bias" in flat
+    assert {"decoder/layers_0/mlp/wi/bias", "decoder/layers_0/mlp/wo/bias"} <= set(flat)
+    pp = decoder_lm_config("laptop", variant="transformer_pp", fidelity="gins")
+    assert (pp.norm, pp.resolved_mlp, pp.resolved_mlp_bias, pp.d_ff) == ("rms_norm", "swiglu", True, 168)
+    flat = flat_params(abstract(dataclasses.replace(TINY, variant="transformer_pp", fidelity="gins")))
+    assert {"decoder/layers_0/mlp/wi_0/bias", "decoder/layers_0/mlp/wi_1/bias"} <= set(flat)
+    assert "decoder/layers_0/pre_mlp_layer_norm/bias" not in flat  # RMSNorm: scale only
+    ez = decoder_lm_config("laptop", variant="primer_ez", fidelity="gins")
+    assert ez == dataclasses.replace(decoder_lm_config("laptop", variant="primer_ez"), fidelity="gins")
+    gelu = decoder_lm_config("laptop", variant="transformer_gelu", fidelity="gins")
+    assert gelu.resolved_mlp == "gelu" and not gelu.dconv
+    # project mode keeps the earlier definitions
+    assert decoder_lm_config("laptop", variant="vanilla").resolved_mlp == "gelu"
+    assert not decoder_lm_config("laptop", variant="transformer_pp").resolved_mlp_bias
+    with pytest.raises(ValueError, match=r"model\.fidelity"):
+        decoder_lm_config("laptop", fidelity="mesh")
+
+
+@pytest.mark.parametrize("preset,millions", [("primer_small", 35.35), ("primer_medium", 110.0)])
+@pytest.mark.parametrize("variant", ["vanilla", "primer_ez", "transformer_pp"])
+def test_gins_parameter_counts_match_the_gin_comments(preset, millions, variant):
+    """§B.4: 35-36M (small) and 110M (medium) per the gin comments, biases included."""
+    cfg = decoder_lm_config(preset, variant=variant, fidelity="gins")
+    count = sum(int(np.prod(v.shape)) for v in flat_params(abstract(cfg)).values())
+    assert abs(count / 1e6 - millions) / millions < 0.03, count
+
+
+def _lax_depthwise(x, kernel):
+    """An independent reference: lax's grouped convolution, one group per channel, causal
+    padding (2, 0); the kernel's tap s multiplies x[t - s], so it is flipped for lax's
+    cross-correlation."""
+    channels = x.shape[-1]
+    rhs = kernel[::-1].T[:, None, :]  # [out = channels, in / groups = 1, width]
+    y = jax.lax.conv_general_dilated(
+        x.transpose(0, 2, 1), rhs, window_strides=(1,), padding=[(kernel.shape[0] - 1, 0)],
+        feature_group_count=channels,
+    )
+    return y.transpose(0, 2, 1)
+
+
+def test_dconv_equals_lax_grouped_convolution():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(3, 11, 24)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 24)), jnp.float32)
+    np.testing.assert_allclose(causal_depthwise_conv(x, kernel), _lax_depthwise(x, kernel),
+                               atol=1e-6)
+
+
+def test_dconv_flops_match_xla_cost_of_the_convolution():
+    """18 per channel, token and layer (3 convs x 3 taps x 2); XLA's count of the lax
+    convolution is the same less the taps that fall into the causal padding."""
+    from pipeline_lib.models.decoder_lm import decoder_lm_dconv_flops
+
+    cfg = decoder_lm_config("laptop", variant="primer_ez", vocab_size=64)
+    batch, length = 2, 32
+    x = jnp.ones((batch, length, cfg.qkv_dim))
+    k = jnp.ones((3, cfg.qkv_dim))
+    xla_one = jax.jit(_lax_depthwise).lower(x, k).cost_analysis()["flops"]
+    assert xla_one == 2 * batch * cfg.qkv_dim * (3 * length - 3)
+    ours = decoder_lm_dconv_flops(cfg, batch, length)
+    assert ours == 3 * cfg.num_layers * 2 * 3 * batch * length * cfg.qkv_dim
+    assert 0.9 < 3 * cfg.num_layers * xla_one / ours <= 1.0
+    assert decoder_lm_dconv_flops(dataclasses.replace(cfg, variant="vanilla"), batch, length) == 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_flops_match_xla_cost_analysis(variant):
+    """matmul + dconv FLOPs within [0.9, 1.0] of XLA's count of the whole forward (the rest:
+    norms, softmax, activations, biases)."""
+    from pipeline_lib.models.decoder_lm import decoder_lm_dconv_flops, decoder_lm_train_flops
+
+    cfg = decoder_lm_config("laptop", variant=variant, fidelity="gins", vocab_size=64)
+    graphdef, params = nnx.split(abstract(cfg))
+    tokens = jnp.ones((2, 32), jnp.int32)
+    xla = jax.jit(decoder_lm_logits).lower(graphdef, params, tokens).cost_analysis()["flops"]
+    ours = decoder_lm_matmul_flops(cfg, 2, 32) + decoder_lm_dconv_flops(cfg, 2, 32)
+    assert 0.9 * xla < ours <= xla
+    assert decoder_lm_train_flops(cfg, 2, 32) == 3 * ours

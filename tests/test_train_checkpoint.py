@@ -82,6 +82,23 @@ def test_missing_directory_and_file_in_the_way(tmp_path):
         c.restore(ck.abstract_like(_state()))
 
 
+def test_gs_checkpoint_directory_is_refused_not_folded_into_a_local_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for make in (lambda: ck.Checkpointer("gs://bucket/ckpt"),
+                 lambda: ck.run_directory("gs://bucket/ckpt", {"lr": 1})):
+        with pytest.raises(ck.CheckpointError, match="^gs://bucket/ckpt: checkpoint "
+                           "directories must be local"):
+            make()
+    assert not (tmp_path / "gs:").exists()  # Path() would have made a local 'gs:' directory
+
+
+def test_local_params_path_is_read_as_is_and_a_missing_one_named(tmp_path):
+    ck.export_params({"w": jnp.ones(2)}, tmp_path / "p.npz")
+    assert list(ck.load_params(str(tmp_path / "p.npz"))) == ["w"]
+    with pytest.raises(ck.CheckpointError, match="parameter file not found"):
+        ck.load_params(str(tmp_path / "none.npz"))
+
+
 def test_corrupt_checkpoint_gives_one_line_naming_the_path(tmp_path):
     with ck.Checkpointer(tmp_path, async_save=False) as c:
         c.save(2, _state(), {"a": 1})

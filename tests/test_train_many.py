@@ -78,14 +78,33 @@ def test_each_run_of_a_group_matches_training_it_alone(tmp_path):
 def test_a_group_resumes_from_its_checkpoint(tmp_path):
     import jax
 
+    from pipeline_lib.train import events, metrics
+
     full = _many(tmp_path, [0, 1], "full", num_steps=8)
     _many(tmp_path, [0, 1], "resumed", num_steps=4)
+    for s in [0, 1]:  # a line of step 6 logged by an attempt killed before saving it
+        killed = metrics.MetricsWriter(tmp_path / f"resumed.{s}.jsonl")
+        killed.begin(4)
+        killed.write({"step": 6, "split": "train", "loss": 123.0})
     again = _many(tmp_path, [0, 1], "resumed", num_steps=8)
     assert again[0].resumed_from == 4
     for run_a, run_b in zip(full, again):
         for a, b in zip(jax.tree.leaves(run_a.params), jax.tree.leaves(run_b.params)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         np.testing.assert_equal(run_a.best, run_b.best)
+    # each run has its own TensorBoard run (events dir): the scalars of its metrics file, each
+    # (tag, step) once, the same series as the uninterrupted group's
+    for s in [0, 1]:
+        lines = [json.loads(x) for x in (tmp_path / f"resumed.{s}.jsonl").read_text().splitlines()]
+        found = events.read_events(tmp_path / f"resumed.{s}.tb")
+        assert len(found) == len({(t, st) for t, st, _ in found})
+        assert {(t, st): v for t, st, v in found} == {
+            (t, r["step"]): float(np.float32(v))
+            for r in lines for t, v in events.scalars(r).items()
+        }
+        assert 123.0 not in [v for _, _, v in found]
+        full_tags = {(t, st) for t, st, _ in events.read_events(tmp_path / f"full.{s}.tb")}
+        assert {(t, st) for t, st, _ in found} == full_tags
 
 
 def test_a_diverging_run_stops_the_group_naming_it(tmp_path):

@@ -94,6 +94,7 @@ def test_eight_devices_match_one_device(tmp_path):
 
 
 def test_distributed_initialize_only_when_configured(monkeypatch):
+    """The argument mapping only (the real 2-process run is tests/test_distributed.py)."""
     import jax
 
     from pipeline_lib.train import mesh
@@ -102,10 +103,62 @@ def test_distributed_initialize_only_when_configured(monkeypatch):
     monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
     assert mesh.initialize_distributed() is False
     assert calls == []
-    with pytest.raises(ValueError, match="coordinator_address"):
+    with pytest.raises(ValueError, match="coordinator"):
         mesh.initialize_distributed(num_processes=4)
-    assert mesh.initialize_distributed("10.0.0.1:1234", 4, 2) is True
-    assert calls == [{"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2}]
+    with pytest.raises(ValueError, match="process's id"):
+        mesh.initialize_distributed("10.0.0.1:1234", 4)
+    with pytest.raises(ValueError, match="not in 0..3"):
+        mesh.initialize_distributed("10.0.0.1:1234", 4, 4)
+    assert mesh.initialize_distributed("10.0.0.1:1234", 4, 2, heartbeat_timeout_s=7) is True
+    assert mesh.initialize_distributed("auto") is True  # SLURM / TPU pod: JAX detects it all
+    assert calls == [
+        {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2,
+         "initialization_timeout": 300, "heartbeat_timeout_seconds": 7},
+        {"coordinator_address": None, "num_processes": None, "process_id": None,
+         "initialization_timeout": 300, "heartbeat_timeout_seconds": 100},
+    ]
+
+
+def test_a_failed_join_is_one_distributed_error(monkeypatch):
+    import jax
+
+    from pipeline_lib.errors import PipelineError
+    from pipeline_lib.train import mesh
+
+    def refuse(**kw):
+        raise RuntimeError("UNAVAILABLE: connection refused\n  long C++ detail")
+
+    monkeypatch.setattr(jax.distributed, "initialize", refuse)
+    with pytest.raises(PipelineError, match=r"process 1 could not join the coordinator "
+                       r"h:1 of 2 processes \(RuntimeError: UNAVAILABLE: connection refused\)$"):
+        mesh.initialize_distributed("h:1", 2, 1)
+
+
+def test_cli_distributed_flags_are_checked_before_jax_starts(tmp_path, capsys):
+    """Either side of the verb; a bad value is one config error naming the flag or key."""
+    from pipeline_lib.cli import main
+
+    tiny = str(TESTS / "data" / "tiny_config.yaml")
+    verb = ["transfer-pretrain", "--config", tiny, "--corpus", "c", "--out", "o",
+            "--ckpt-dir", "k"]
+    cases = [
+        (["--coordinator", "nohost", *verb], "--coordinator: 'nohost' is not host:port"),
+        ([*verb, "--coordinator", "h:70000"], "port must be 1..65535"),
+        ([*verb, "--num-processes", "2"], "--num-processes: a multi-process run needs"),
+        ([*verb, "--coordinator", "h:1", "--num-processes", "2"], "--process-id: needed"),
+        ([*verb, "--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"],
+         "--process-id: 2 is not in 0..1"),
+        ([*verb, "--num-processes", "0"], "--num-processes: 0 must be at least 1"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("config error: ") and message in err, (argv, err)
+        assert "Traceback" not in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(tiny).read_text() + "execution: {coordinator: 'a b:1'}\n")
+    assert main([*verb[:2], str(bad), *verb[3:]]) == 2
+    assert "execution.coordinator: 'a b:1' is not host:port" in capsys.readouterr().err
 
 
 def test_leaf_rule():

@@ -4,7 +4,8 @@ Attempt 1 is a fresh `python` process running `test_train_support.run_training` 
 mixed data, dropout, z-loss, gradient accumulation, AdamW, async orbax checkpoints and evals
 every 4 steps), killed with SIGKILL once a checkpoint is committed on disk. Attempt 2, another
 fresh process, resumes it to the end and then (to save a third JAX start-up) trains the
-uninterrupted reference from scratch in its own directories.
+uninterrupted reference from scratch in its own directories. The metrics file and the
+TensorBoard event files of the resumed run hold every step once, like the reference's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from pipeline_lib.train.events import read_events, scalars
 
 TESTS = Path(__file__).resolve().parent
 NUM_STEPS = 8
@@ -51,6 +54,20 @@ def _committed_steps(ckpt: Path) -> list[int]:
     return sorted(int(p.name) for p in ckpt.glob("*") if p.name.isdigit()) if ckpt.exists() else []
 
 
+def _logged(path: Path) -> list[tuple[int, str]]:
+    """(step, split) of every complete line of a metrics file (a line cut by SIGKILL is not)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out.append((row["step"], row["split"]))
+    return out
+
+
 def _load(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
@@ -69,7 +86,11 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(s >= 4 for s in _committed_steps(tmp_path / "run_ckpt")):
+        # killed after the checkpoint at step 4 and the log line of step 6: the metrics and
+        # event files then hold a step the resumed attempt logs again
+        if any(s >= 4 for s in _committed_steps(tmp_path / "run_ckpt")) and any(
+            s > 4 for s, _ in _logged(tmp_path / "run_metrics.jsonl")
+        ):
             break
         time.sleep(0.01)
     assert proc.poll() is None, "training finished before it could be killed"
@@ -78,6 +99,8 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     killed_at = _committed_steps(tmp_path / "run_ckpt")
     assert killed_at and max(killed_at) < NUM_STEPS
+    killed_events = read_events(tmp_path / "run_metrics.tb")
+    assert max(step for _, step, _ in killed_events) > max(killed_at)
     assert not (tmp_path / "run_params.npz").exists()
 
     # attempt 2: resumes from the latest checkpoint and finishes; then the reference run
@@ -104,11 +127,22 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
         assert np.array_equal(best_ref[name], best_run[name]), name
 
     # the metrics file of the resumed run holds every step once, like the reference
-    def steps(path):
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        return [(r["step"], r["split"]) for r in rows]
-
-    assert steps(tmp_path / "run_metrics.jsonl") == steps(tmp_path / "ref_metrics.jsonl")
+    assert _logged(tmp_path / "run_metrics.jsonl") == _logged(tmp_path / "ref_metrics.jsonl")
+    # ... and so do its TensorBoard events: each (tag, step) once, the scalars of its metrics
+    # file (float32, TensorBoard's scalar type), the same tags and steps as the reference
+    run_events = read_events(tmp_path / "run_metrics.tb")
+    keys = [(tag, step) for tag, step, _ in run_events]
+    assert len(keys) == len(set(keys))
+    from_jsonl = {
+        (tag, r["step"]): value
+        for r in map(json.loads, (tmp_path / "run_metrics.jsonl").read_text().splitlines())
+        for tag, value in scalars(r).items()
+    }
+    assert {(t, s): v for t, s, v in run_events} == {
+        k: float(np.float32(v)) for k, v in from_jsonl.items()
+    }
+    ref_events = read_events(tmp_path / "ref_metrics.tb")
+    assert sorted(keys) == sorted((tag, step) for tag, step, _ in ref_events)
     ref_summary = json.loads((tmp_path / "ref_summary.json").read_text())
     run_summary = json.loads((tmp_path / "run_summary.json").read_text())
     assert run_summary["best"] == ref_summary["best"]

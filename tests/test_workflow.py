@@ -159,7 +159,7 @@ def test_end_to_end_wu_tables_rerun_and_forcerun(tiny_workdir):
     snakemake("table1", "table2", "table3", *common)
     tables = work / "results" / "tables"
     for name in ("table1", "table2", "table3"):
-        for ext in ("csv", "md", "tex", "png", "findings.json"):
+        for ext in ("csv", "md", "tex", "png", "findings.json", "curves.png"):
             assert (tables / f"{name}.{ext}").stat().st_size > 0, (name, ext)
     md = (tables / "table2.md").read_text()
     assert "Random init" in md and "identity: Per Param Mean/SD" in md and "Finding:" in md
@@ -251,7 +251,7 @@ def test_end_to_end_pcfg_tables_and_lm_models(tiny_workdir):
     assert record["gap"] > 0 and record["model_loss"] > record["optimal_loss"]
     assert record["trace_model"]["hidden_size"] == 32  # enlarged into `large`
     for variant in ("primer_ez", "transformer_pp"):
-        summary = json.loads((work / "results" / "primer" / variant / "summary.json").read_text())
+        summary = json.loads((work / "results" / "primer" / variant / "0" / "summary.json").read_text())
         assert summary["variant"] == variant and summary["validation_loss"] > 0
     lm_md = (tables / "primer.md").read_text()
     assert "| primer_ez |" in lm_md and "| transformer_pp |" in lm_md and "Perplexity" in lm_md

@@ -3,15 +3,20 @@
 Variants (t0_primer_hint §B.1-B.3; google-research ``primer/`` gins and ``t5_models.py``), all
 pre-norm stacks of causal self-attention + MLP with a final norm:
 
-| variant            | norm                     | MLP (default ``mlp``) | MLP biases | dconv |
-|--------------------|--------------------------|-----------------------|------------|-------|
-| ``vanilla``        | LayerNorm (scale + bias) | GELU (tanh form)      | yes        | no    |
-| ``primer_ez``      | LayerNorm (scale + bias) | squared ReLU          | yes        | yes   |
-| ``transformer_pp`` | RMSNorm (scale)          | SwiGLU                | no         | no    |
+| variant              | norm                     | MLP (default ``mlp``)       | MLP biases    | dconv |
+|----------------------|--------------------------|-----------------------------|---------------|-------|
+| ``vanilla``          | LayerNorm (scale + bias) | ReLU (gins) / GELU (project) | yes          | no    |
+| ``primer_ez``        | LayerNorm (scale + bias) | squared ReLU                | yes           | yes   |
+| ``transformer_pp``   | RMSNorm (scale)          | SwiGLU                      | gins: yes, project: no | no |
+| ``transformer_gelu`` | LayerNorm (scale + bias) | GELU (tanh form)            | yes           | no    |
 
-The project's vanilla baseline uses GELU; the Primer gins' ``*_transformer_vanilla`` is ReLU
-(``mlp="relu"``) and ``*_transformer_gelu`` is this one. ``mlp`` overrides any variant's MLP
-(the gins' squared-ReLU and SwiGLU ablations are ``vanilla`` + ``mlp=...``).
+``fidelity`` picks the definitions. ``"gins"`` follows the Primer gins: ``*_transformer_vanilla``
+includes ``t5.1.0.base.gin`` (ReLU), and ``defaults.gin`` sets ``DenseReluDense.use_bias = True``
+for every model, Transformer++ included (its gin does not override it). ``"project"`` keeps
+this project's earlier definitions (GELU vanilla, bias-free LLaMA-style Transformer++), so old
+runs and benchmarks keep their meaning. ``transformer_gelu`` is the gins' ``*_transformer_gelu``.
+``mlp`` overrides any variant's MLP (the gins' squared-ReLU and SwiGLU ablations are
+``vanilla`` + ``mlp=...``).
 
 * **Multi-DConv-Head Attention** (``primer_ez``): after each of the Q, K and V projections, a
   causal depthwise convolution of width 3 along time, one 3-tap kernel per channel of the
@@ -28,8 +33,9 @@ The project's vanilla baseline uses GELU; the Primer gins' ``*_transformer_vanil
 * **Embeddings**: ``tie_embeddings=True`` (the Primer configs) computes logits with the
   transposed token embedding times d_model**-0.5 (mesh/T5 v1.0); ``False`` adds a separate
   ``decoder/logits_dense`` kernel. Initialisers are T5X's (`layers`).
-* MLP biases: the Primer gins set ``DenseReluDense.use_bias = True`` for every model;
-  Transformer++ is defined here without biases (LLaMA-style). ``mlp_bias`` overrides either.
+* MLP biases: the Primer gins set ``DenseReluDense.use_bias = True`` for every model
+  (``fidelity="gins"``); ``fidelity="project"`` defines Transformer++ without biases
+  (LLaMA-style). ``mlp_bias`` overrides either.
 
 Parameter names (flattened with '/')::
 
@@ -94,15 +100,25 @@ from pipeline_lib.models.layers import (
 # Config, presets, validation.
 # --------------------------------------------------------------------------------------------
 
-VARIANTS = ("vanilla", "primer_ez", "transformer_pp")
+VARIANTS = ("vanilla", "primer_ez", "transformer_pp", "transformer_gelu")
+FIDELITIES = ("gins", "project")
 DECODER_MLPS = ("relu", "gelu", "squared_relu", "swiglu")
 GATED = frozenset({"swiglu"})
 
 _VARIANT_DEFAULTS = {
-    # variant: (norm, mlp, mlp_bias, dconv)
-    "vanilla": ("layer_norm", "gelu", True, False),
-    "primer_ez": ("layer_norm", "squared_relu", True, True),
-    "transformer_pp": ("rms_norm", "swiglu", False, False),
+    # fidelity: {variant: (norm, mlp, mlp_bias, dconv)}
+    "gins": {
+        "vanilla": ("layer_norm", "relu", True, False),
+        "primer_ez": ("layer_norm", "squared_relu", True, True),
+        "transformer_pp": ("rms_norm", "swiglu", True, False),
+        "transformer_gelu": ("layer_norm", "gelu", True, False),
+    },
+    "project": {
+        "vanilla": ("layer_norm", "gelu", True, False),
+        "primer_ez": ("layer_norm", "squared_relu", True, True),
+        "transformer_pp": ("rms_norm", "swiglu", False, False),
+        "transformer_gelu": ("layer_norm", "gelu", True, False),
+    },
 }
 
 ACTIVATIONS = {
@@ -128,6 +144,7 @@ class DecoderLMConfig:
     head_dim: int | None = 64
     d_ff: int = 2048
     variant: str = "primer_ez"
+    fidelity: str = "project"  # "gins": the Primer gins' definitions (see the module docstring)
     mlp: str | None = None
     mlp_bias: bool | None = None
     tie_embeddings: bool = True
@@ -147,20 +164,24 @@ class DecoderLMConfig:
         return self.num_heads * self.resolved_head_dim
 
     @property
+    def _defaults(self) -> tuple[str, str, bool, bool]:
+        return _VARIANT_DEFAULTS[self.fidelity][self.variant]
+
+    @property
     def norm(self) -> str:
-        return _VARIANT_DEFAULTS[self.variant][0]
+        return self._defaults[0]
 
     @property
     def resolved_mlp(self) -> str:
-        return self.mlp if self.mlp is not None else _VARIANT_DEFAULTS[self.variant][1]
+        return self.mlp if self.mlp is not None else self._defaults[1]
 
     @property
     def resolved_mlp_bias(self) -> bool:
-        return self.mlp_bias if self.mlp_bias is not None else _VARIANT_DEFAULTS[self.variant][2]
+        return self.mlp_bias if self.mlp_bias is not None else self._defaults[2]
 
     @property
     def dconv(self) -> bool:
-        return _VARIANT_DEFAULTS[self.variant][3]
+        return self._defaults[3]
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -192,6 +213,7 @@ def validate_decoder_lm_config(cfg: DecoderLMConfig, prefix: str = "model") -> D
         require_positive_int(prefix, name, getattr(cfg, name))
     require_head_dim(prefix, cfg.head_dim, cfg.num_heads, cfg.d_model)
     require_choice(prefix, "variant", cfg.variant, VARIANTS, "decoder LM variant")
+    require_choice(prefix, "fidelity", cfg.fidelity, FIDELITIES, "variant fidelity")
     if cfg.mlp is not None:
         require_choice(prefix, "mlp", cfg.mlp, DECODER_MLPS, "MLP type")
     require_dtype(prefix, cfg.dtype)
@@ -469,8 +491,7 @@ def decoder_lm_matmul_flops(cfg: DecoderLMConfig, batch: int, length: int) -> in
     """Forward matmul FLOPs (2 per multiply-add) of one batch, for MFU accounting.
 
     Projections, full (unmasked) attention scores and weighted values, MLP and logits; norms,
-    softmax, biases and the dconv filters (6 FLOPs per q/k/v channel) are ignored. A training
-    step is ~3x this.
+    softmax, biases and the dconv filters (`decoder_lm_dconv_flops`) are ignored.
     """
     d, inner, ff = cfg.d_model, cfg.qkv_dim, cfg.d_ff
     n_in = 2 if cfg.resolved_mlp in GATED else 1
@@ -479,9 +500,25 @@ def decoder_lm_matmul_flops(cfg: DecoderLMConfig, batch: int, length: int) -> in
     return batch * (cfg.num_layers * per_layer + 2 * length * d * cfg.vocab_size)
 
 
+def decoder_lm_dconv_flops(cfg: DecoderLMConfig, batch: int, length: int) -> int:
+    """Forward FLOPs of the Q/K/V dconvs: 3 convs x 3 taps x 2 (a multiply-add per tap, as for
+    matmuls) = 18 per channel of ``heads * head_dim``, token and layer; 0 without dconv."""
+    if not cfg.dconv:
+        return 0
+    return 3 * DCONV_WIDTH * 2 * batch * length * cfg.qkv_dim * cfg.num_layers
+
+
+def decoder_lm_train_flops(cfg: DecoderLMConfig, batch: int, length: int) -> int:
+    """Model FLOPs of one training step: 3 x the forward (matmuls + dconv), the usual
+    forward + 2 x forward for the backward."""
+    return 3 * (decoder_lm_matmul_flops(cfg, batch, length)
+                + decoder_lm_dconv_flops(cfg, batch, length))
+
+
 __all__ = [
     "DCONV_INIT",
     "DECODER_LM_PRESETS",
+    "FIDELITIES",
     "TRANSFORMER_PP_D_FF",
     "VARIANTS",
     "CausalSelfAttention",
@@ -494,6 +531,8 @@ __all__ = [
     "decoder_lm_config",
     "decoder_lm_config_from_dict",
     "decoder_lm_logits",
+    "decoder_lm_dconv_flops",
     "decoder_lm_matmul_flops",
+    "decoder_lm_train_flops",
     "validate_decoder_lm_config",
 ]

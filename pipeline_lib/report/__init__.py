@@ -1,7 +1,10 @@
-"""Tables, figures and (soon) findings: everything a run's results become for a reader.
+"""Tables, figures, curves and findings: everything a run's results become for a reader.
 
 `table` is the model (records -> cells with mean ± std, Average, "% of benefit"), `render`
-writes CSV / Markdown / LaTeX, `figures` draws PNGs, `stats` holds the shared statistics.
+writes CSV / Markdown / LaTeX, `figures` draws PNGs, `curves` the validation curves of the
+runs behind a table, `stats` holds the shared statistics, `findings` checks a paper's claims
+on a table's records (value, 95 % interval, verdict) and `findings_page` collects every
+table's findings on one page.
 """
 
 from pipeline_lib.report.figures import bar_chart, scatter_with_spearman

@@ -23,9 +23,10 @@ def _new_figure(width: float, height: float):
     return figure
 
 
-def _save_png(figure, path: str | Path) -> Path:
+def _save_png(figure, path: str | Path, *, tight: bool = True) -> Path:
     path = Path(path)
-    figure.tight_layout()
+    if tight:  # False: the caller laid the figure out itself
+        figure.tight_layout()
     with atomic_open(path, "wb") as handle:
         # No "Software" tag with the matplotlib version: same data -> same bytes.
         figure.savefig(handle, format="png", metadata={"Software": None})

@@ -8,9 +8,14 @@ checkpoint directory and resumes from its latest step.
 
 Layout: `<dir>/<step>/{state,meta}`: `state` is the pytree (params, optimizer state, step, RNG
 key data) saved with `StandardSave`, `meta` a JSON item (data-iterator position, best-eval
-record, seed). Orbax writes a step into a temporary directory and renames it when complete
-(on GCS it writes a commit marker instead), so a job killed mid-save never leaves a
-half-written step that `latest_step()` would pick; leftovers are deleted on the next start.
+record, seed). Orbax writes a step into a temporary directory and renames it when complete,
+so a job killed mid-save never leaves a half-written step that `latest_step()` would pick;
+leftovers are deleted on the next start. Checkpoint directories are local (see `_local_dir`).
+
+Multi-process runs (jax.distributed): every process calls save/restore; orbax's multi-host
+protocol writes each array shard once (by the process holding its primary replica) and the
+metadata and commit from process 0, so the directory must be on a filesystem all processes
+share. Host-local values (the PRNG key data) are saved as numpy values, written once.
 """
 
 from __future__ import annotations
@@ -39,14 +44,54 @@ class CheckpointError(PipelineError, RuntimeError):
     """A checkpoint directory or parameter file that is missing, unreadable or inconsistent."""
 
 
+def _local_dir(directory: str | os.PathLike) -> Path:
+    """A checkpoint directory on a (local or mounted) filesystem; a gs:// URI is refused.
+
+    Orbax could write to gs:// itself, but its directory operations go through
+    etils.epath -> tf.io.gfile, whose GCS client has Google's endpoint built in, so such
+    checkpoints cannot be tested against a loopback GCS-API server; and `Path()` would fold
+    the URI into a local directory named 'gs:'. Results reach GCS through Snakemake's storage
+    plugin instead (README, "Results on GCS").
+    """
+    if str(directory).startswith(("gs://", "gs:/")):
+        raise CheckpointError(
+            f"{directory}: checkpoint directories must be local (or a mounted bucket, e.g. "
+            "gcsfuse); send results to GCS with --default-storage-provider gcs"
+        )
+    return Path(directory)
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
+def _host_local(x) -> bool:
+    """An array of this process alone in a multi-process run (e.g. the PRNG key data).
+
+    Orbax's multi-host protocol saves only global arrays (each shard once, by its primary
+    replica); a host-local array is the same on every process, so it is saved as a numpy value,
+    which the primary process writes once.
+    """
+    if jax.process_count() == 1:
+        return False
+    sharding = getattr(x, "sharding", None)
+    return sharding is not None and all(
+        d.process_index == jax.process_index() for d in sharding.device_set
+    )
+
+
 def abstract_like(tree: PyTree) -> PyTree:
     """ShapeDtypeStructs (with shardings) of a live pytree: the restore target."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    return jax.tree.map(
+        lambda x: np.zeros(x.shape, x.dtype) if _host_local(x)
+        else ocp.utils.to_shape_dtype_struct(x),
+        tree,
+    )
+
+
+def _savable(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda x: np.asarray(x) if _host_local(x) else x, tree)
 
 
 class Checkpointer:
@@ -66,7 +111,7 @@ class Checkpointer:
         async_save: bool = True,
         create: bool = True,
     ):
-        self.directory = Path(directory)
+        self.directory = _local_dir(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(
                 f"{self.directory}: checkpoint path exists but is not a directory"
@@ -102,7 +147,7 @@ class Checkpointer:
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                state=ocp.args.StandardSave(_savable(state)), meta=ocp.args.JsonSave(meta)
             ),
             force=True,  # the caller decides when to save
         )
@@ -163,7 +208,7 @@ def run_directory(root: str | os.PathLike, spec: dict) -> Path:
     """
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    directory = Path(root) / key
+    directory = _local_dir(root) / key
     spec_path = directory / SPEC_FILE
     if spec_path.is_file():
         if json.loads(spec_path.read_text()) != json.loads(text):
@@ -213,8 +258,19 @@ def export_params(params: PyTree, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_params(path: str | os.PathLike, like: PyTree | None = None) -> PyTree:
-    """Read an `export_params` file: the flat dict, or (with `like`) a pytree shaped like `like`."""
+def load_params(
+    path: str | os.PathLike,
+    like: PyTree | None = None,
+    cache_dir: str | os.PathLike = "results/cache/params",
+) -> PyTree:
+    """Read an `export_params` file: the flat dict, or (with `like`) a pytree shaped like `like`.
+
+    `path` may be a gs:// URI (a released checkpoint): it is fetched once into `cache_dir`.
+    """
+    if isinstance(path, str) and path.startswith("gs://"):  # before Path() folds the '//'
+        from pipeline_lib.remote import local_copy
+
+        path = local_copy(path, cache_dir)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: parameter file not found")

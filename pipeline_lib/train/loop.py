@@ -200,8 +200,7 @@ def train(
         train_data.set_state(meta["data"])
         best, last_eval = meta.get("best"), meta.get("last_eval")
         log.info("resumed from %s at step %d", ckpt_dir, resumed_from)
-    if writer.path is not None:
-        metrics_lib.truncate_metrics(writer.path, resumed_from)
+    writer.begin(resumed_from)  # drops lines (and events) of a killed attempt's last steps
 
     step_fn = jit_train_step(
         make_train_step(
@@ -324,6 +323,7 @@ def train(
     ckpt.close()
     if best_ckpt is not None:
         best_ckpt.close()
+    writer.close()
     return TrainResult(state.params, step, best, last_eval, resumed_from)
 
 

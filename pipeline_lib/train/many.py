@@ -126,9 +126,8 @@ def train_many(
             pipe.set_state(data_state)
         best, last_eval = list(meta["best"]), list(meta["last_eval"])
         log.info("resumed %d runs from %s at step %d", k, ckpt_dir, resumed_from)
-    for writer in writers:
-        if writer.path is not None:
-            metrics_lib.truncate_metrics(writer.path, resumed_from)
+    for writer in writers:  # drop lines (and events) of a killed attempt's last steps
+        writer.begin(resumed_from)
 
     step_fn = make_train_step(
         loss_fn, optimizer, schedule=schedule, loss_normalizing=config.loss_normalizing,
@@ -231,6 +230,8 @@ def train_many(
     check_finite(step)
     ckpt.wait()
     ckpt.close()
+    for writer in writers:
+        writer.close()
     return [
         RunResult(
             params=_unstack(state.params, i),

@@ -6,8 +6,10 @@ split along it by one simple rule (last dim if divisible, else first): enough fo
 attention kernels of T5-small/BERT; anything cleverer belongs to the model's own annotations.
 The compiler (GSPMD, `AxisType.Auto`) inserts the collectives.
 
-Multi-host: `initialize_distributed` must run before anything else touches JAX; every process
-builds the same global batch from the same data files and contributes its own rows.
+Multi-process: `initialize_distributed` must run before anything else touches JAX (the CLI
+calls it right after validating the config); the mesh then spans every process's devices,
+every process builds the same global batch from the same data files and contributes the rows
+of its own devices, and the collectives cross processes (gloo on CPU, NCCL / ICI on GPU / TPU).
 
 Compilation cache: JAX reads JAX_COMPILATION_CACHE_DIR itself (the CLI sets it); nothing here
 touches the cache configuration.
@@ -24,37 +26,80 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from pipeline_lib.errors import PipelineError
+
 log = logging.getLogger(__name__)
 PyTree = Any
 
 DATA, MODEL = "data", "model"
 
 
+class DistributedError(PipelineError, RuntimeError):
+    """A multi-process run that could not start (partners missing, coordinator unreachable)."""
+
+
+AUTO = "auto"  # coordinator value: let JAX detect the cluster (SLURM, Cloud TPU, Open MPI)
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    *,
+    initialization_timeout_s: int = 300,
+    heartbeat_timeout_s: int = 100,
 ) -> bool:
-    """Call `jax.distributed.initialize` iff a multi-host run is configured; True if called.
+    """Call `jax.distributed.initialize` iff a multi-process run is configured; True if called.
 
-    A coordinator address (host:port) is what asks for it; with none, this is a no-op, so
-    single-host runs never start a coordination service.
+    A coordinator address (host:port of process 0, the same on every process) is what asks for
+    it; with none, this is a no-op, so single-process runs never start a coordination service.
+    `"auto"` leaves address, process count and id to JAX's cluster detection (inside `srun`,
+    on a Cloud TPU pod slice, under `mpirun`). `heartbeat_timeout_s` bounds how long the
+    survivors of a dead process wait: JAX's coordination service then terminates every other
+    process with a message naming the dead task, instead of leaving them blocked in a collective.
     """
     if not coordinator_address:
-        if num_processes not in (None, 1):
-            raise ValueError(f"num_processes={num_processes} needs a coordinator_address")
+        if num_processes not in (None, 1) or process_id not in (None, 0):
+            raise ValueError(
+                f"num_processes={num_processes} / process_id={process_id} need a coordinator "
+                "address (--coordinator host:port)"
+            )
         return False
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-    )
+    if coordinator_address == AUTO:
+        address = None
+    else:
+        address = coordinator_address
+        if num_processes is None or process_id is None:
+            raise ValueError(
+                f"coordinator {coordinator_address}: give the number of processes and this "
+                "process's id as well (--num-processes N --process-id i)"
+            )
+        if not 0 <= process_id < num_processes:
+            raise ValueError(f"process id {process_id} is not in 0..{num_processes - 1}")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=address,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=initialization_timeout_s,
+            heartbeat_timeout_seconds=heartbeat_timeout_s,
+        )
+    except (RuntimeError, ValueError) as e:  # XlaRuntimeError is a RuntimeError
+        # (partners that never arrive are not caught here: after initialization_timeout_s
+        # JAX's C++ client aborts the process with DEADLINE_EXCEEDED on its own)
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise DistributedError(
+            f"jax.distributed: process {process_id} could not join the coordinator "
+            f"{coordinator_address} of {num_processes} processes ({type(e).__name__}: {first})"
+        ) from None
     log.info(
-        "jax.distributed: process %d of %d, %d local / %d global devices",
+        "jax.distributed: process %d of %d, %d local / %d global devices (a process that "
+        "stops is detected within %d s and ends the run)",
         jax.process_index(),
         jax.process_count(),
         jax.local_device_count(),
         jax.device_count(),
+        heartbeat_timeout_s,
     )
     return True
 

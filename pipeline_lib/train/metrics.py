@@ -1,8 +1,9 @@
 """What a training run logs and reports: metric lines, throughput/MFU, best eval and summary.
 
-`loop.train` writes one JSON line per log step ("split": "train") and per evaluation
-("split": "eval") through `MetricsWriter`, keeps the best evaluation by `select_metric`
-(`improves`) and ends with the `run_summary` dict. Everything here is host-side Python over
+`loop.train` and `many.train_many` write one JSON line per log step ("split": "train") and
+per evaluation ("split": "eval") through `MetricsWriter` (which mirrors them into TensorBoard
+event files, `events`), keep the best evaluation by `select_metric` (`improves`) and end with
+the `run_summary` dict. Everything here is host-side Python over
 numbers already fetched from the devices; nothing is jitted.
 """
 
@@ -41,19 +42,22 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
 # --- the metrics file ----------------------------------------------------------------------
 
 
-def truncate_metrics(path: Path, keep_through: int | None) -> None:
-    """Drop metric lines after the restored step (they were logged by the killed attempt)."""
+def truncate_metrics(path: Path, keep_through: int | None) -> list[dict]:
+    """Drop metric lines after the restored step (they were logged by the killed attempt);
+    returns the kept lines."""
     if not path.exists():
-        return
-    kept = []
+        return []
+    kept: list[tuple[str, dict]] = []
     if keep_through is not None:
         for line in path.read_text().splitlines():
             try:
-                if json.loads(line).get("step", 0) <= keep_through:
-                    kept.append(line)
+                record = json.loads(line)
             except json.JSONDecodeError:
-                pass  # a line cut by SIGKILL
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
+                continue  # a line cut by SIGKILL
+            if record.get("step", 0) <= keep_through:
+                kept.append((line, record))
+    atomic_write_text(path, "".join(line + "\n" for line, _ in kept))
+    return [record for _, record in kept]
 
 
 def json_safe(d: dict) -> dict:
@@ -62,19 +66,46 @@ def json_safe(d: dict) -> dict:
 
 
 class MetricsWriter:
-    """Appends JSON lines; only process 0 writes (every process computes the same values)."""
+    """A run's metrics: JSON lines, mirrored into TensorBoard event files (`train.events`,
+    next to the JSON-lines file). Only process 0 writes (every process computes the same
+    values).
 
-    def __init__(self, path: Path | None):
+    `begin(restored_step)` starts an attempt: the JSON lines after the restored step (None: a
+    fresh run, all of them) are dropped and the event files rebuilt from the kept ones, so a
+    resumed run continues both without duplicate steps. Every `write` flushes both.
+    """
+
+    def __init__(self, path: Path | None, *, tensorboard: bool = True):
         self.path = Path(path) if path is not None and jax.process_index() == 0 else None
+        self.tensorboard = tensorboard
+        self.events = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def begin(self, restored_step: int | None) -> None:
+        if self.path is None:
+            return
+        kept = truncate_metrics(self.path, restored_step)
+        if self.tensorboard:
+            from pipeline_lib.train.events import EventWriter, events_dir
+
+            self.close()
+            self.events = EventWriter(events_dir(self.path), kept)
 
     def write(self, record: dict) -> None:
         if self.path is None:
             return
+        record = json_safe(record)
         with open(self.path, "a") as f:
-            f.write(json.dumps(json_safe(record), sort_keys=True) + "\n")
+            f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
+        if self.events is not None:
+            self.events.write(record)
+
+    def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
+            self.events = None
 
 
 # --- train log lines -----------------------------------------------------------------------

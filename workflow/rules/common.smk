@@ -259,7 +259,9 @@ wildcard_constraints:
 def implicit_bias_spec_json(wildcards):
     """The implicit_bias section's training keys (sizes/optimizers narrowed to the run's) and the root
     seed; the evaluation settings (trace, probe, finetune) do not rerun pre-training."""
-    training = {k: v for k, v in IMPLICIT_BIAS.items() if k not in ("trace", "probe", "finetune")}
+    training = {
+        k: v for k, v in IMPLICIT_BIAS.items() if k not in ("trace", "probe", "finetune", "matched")
+    }
     section = training | {
         "sizes": {k: v for k, v in IMPLICIT_BIAS["sizes"].items() if k == wildcards.size},
         "optimizers": {
@@ -284,14 +286,20 @@ PCFG_DIRS = [
 ] + [f"{RESULTS}/pcfg/{PCFG_GRAMMAR}/downstream/{task}" for task in PCFG_TASKS]
 
 
-def implicit_bias_eval_spec_json(wildcards):
-    """Everything the evaluations read: the implicit_bias and pcfg sections and the root seed."""
+def implicit_bias_eval_spec_json(wildcards, tables=False):
+    """Everything the evaluations read: the implicit_bias and pcfg sections and the root seed
+    (the findings' loss matching only with tables=True, so it does not rerun evaluations)."""
+    section = {k: v for k, v in IMPLICIT_BIAS.items() if tables or k != "matched"}
     return json.dumps(
         {
             "seed": config["seed"],
             "vocab": config["vocab"],
-            "implicit_bias": IMPLICIT_BIAS,
+            "implicit_bias": section,
             "pcfg": PCFG,
         },
         sort_keys=True,
     )
+
+
+def implicit_bias_tables_spec_json(wildcards):
+    return implicit_bias_eval_spec_json(wildcards, tables=True)

@@ -26,7 +26,8 @@ rule implicit_bias_pretrain:
     params:
         spec=implicit_bias_spec_json,
         ckpt=f"{RESULTS}/ckpt/implicit_bias/{{size}}/{{optimizer}}/{{seed}}",
-        out=f"{RESULTS}/implicit_bias/pretrain/{{size}}/{{optimizer}}/{{seed}}",
+        # the outputs' directory as the job sees it (under a storage plugin: the local copy)
+        out=lambda wildcards, output: Path(output.summary).parent,
     shell:
         "python -m pipeline_lib implicit-bias-pretrain --spec {params.spec:q}"
         " --size {wildcards.size} --optimizer {wildcards.optimizer} --seed {wildcards.seed}"
@@ -126,13 +127,19 @@ rule implicit_bias_tables:
             caption="../report/implicit_bias_tables.rst",
             category="Implicit bias (Liu et al. 2023)",
         ),
+        report(
+            multiext(f"{RESULTS}/tables/implicit_bias_matched_pairs", ".csv", ".md", ".tex"),
+            caption="../report/implicit_bias_tables.rst",
+            category="Implicit bias (Liu et al. 2023)",
+        ),
+        findings=f"{RESULTS}/tables/implicit_bias.findings.json",
     log:
         f"{RESULTS}/logs/implicit_bias/tables.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
-        spec=implicit_bias_eval_spec_json,
+        spec=implicit_bias_tables_spec_json,
         prefix=lambda wildcards, output: output[0][: -len("checkpoints.csv")],
     shell:
         "python -m pipeline_lib implicit-bias-table --spec {params.spec:q}"
@@ -140,8 +147,38 @@ rule implicit_bias_tables:
         " {input.evals:q} 2> {log}"
 
 
+# The validation curves of the pre-training runs behind the tables (their metrics.jsonl sit
+# next to the summary.json files of implicit_bias_models).
+rule implicit_bias_curves:
+    input:
+        lambda wildcards: [
+            p.removesuffix("summary.json") + "metrics.jsonl"
+            for p in rules.implicit_bias_models.input
+        ],
+    output:
+        report(
+            f"{RESULTS}/tables/implicit_bias_curves.png",
+            caption="../report/implicit_bias_curves.rst",
+            category="Implicit bias (Liu et al. 2023)",
+        ),
+    log:
+        f"{RESULTS}/logs/implicit_bias/curves.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        root=f"{RESULTS}/implicit_bias/pretrain",
+    shell:
+        "python -m pipeline_lib report-curves --root {params.root} --out {output}"
+        " --metric loss --column 'validation MLM loss'"
+        " --ylabel 'validation MLM loss (per masked token)'"
+        " --title 'Implicit bias: validation MLM loss of the pre-training runs'"
+        " -- {input:q} 2> {log}"
+
+
 # The name of the README before the family layout (kept as an alias).
 rule pcfg_tables:
     input:
         rules.implicit_bias_tables.output,
+        rules.implicit_bias_curves.output,
     localrule: True

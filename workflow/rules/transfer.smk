@@ -25,7 +25,8 @@ rule transfer_pretrain:
     params:
         spec=pretrain_spec_json,
         ckpt=f"{RESULTS}/ckpt/transfer/pretrain/{{task}}",
-        out=f"{RESULTS}/transfer/pretrain/{{task}}",
+        # the outputs' directory as the job sees it (under a storage plugin: the local copy)
+        out=lambda wildcards, output: Path(output.summary).parent,
     shell:
         "python -m pipeline_lib transfer-pretrain --spec {params.spec:q}"
         " --corpus {input.corpus} --out {params.out} --ckpt-dir {params.ckpt} 2> {log}"
@@ -95,7 +96,8 @@ rule transfer_finetune:
         init_params=finetune_init_param,
         seeds=" ".join(str(s) for s in FINETUNE["seeds"]),
         ckpt=f"{RESULTS}/ckpt/transfer/finetune/{{downstream}}/{{source}}/{{init}}",
-        out=f"{RESULTS}/transfer/finetune/{{downstream}}/{{source}}/{{init}}",
+        # the outputs' directory as the job sees it (under a storage plugin: the local copy)
+        out=lambda wildcards, output: Path(output.metrics[0]).parent.parent,
     shell:
         "python -m pipeline_lib transfer-finetune --spec {params.spec:q}"
         " --downstream {wildcards.downstream} --data {input.data} --source {wildcards.source}"
@@ -130,28 +132,59 @@ rule transfer_table:
         CONDA_ENV
     params:
         spec=tables_spec_json,
-        prefix=f"{RESULTS}/tables/{{table}}",
+        prefix=lambda wildcards, output: output.csv[: -len(".csv")],
     shell:
         "python -m pipeline_lib transfer-table --which {wildcards.table} --spec {params.spec:q}"
         " --out-prefix {params.prefix} --source-summaries {input.sources:q}"
         " -- {input.metrics:q} 2> {log}"
 
 
+# The validation curves of the runs behind a table and of its pre-training sources (their
+# metrics.jsonl files sit next to the metrics.json / summary.json the table reads).
+rule transfer_curves:
+    input:
+        runs=lambda wildcards: [p.removesuffix(".json") + ".jsonl" for p in table_inputs(wildcards)],
+        sources=lambda wildcards: [
+            p.removesuffix("summary.json") + "metrics.jsonl"
+            for p in table_source_summaries(wildcards)
+        ],
+    output:
+        report(
+            f"{RESULTS}/tables/{{table}}.curves.png",
+            caption="../report/curves.rst",
+            category="Transfer (Wu et al. 2022)",
+            subcategory="{table}",
+        ),
+    log:
+        f"{RESULTS}/logs/transfer/{{table}}.curves.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        spec=tables_spec_json,
+    shell:
+        "python -m pipeline_lib transfer-curves --which {wildcards.table} --spec {params.spec:q}"
+        " --out {output} --sources {input.sources:q} -- {input.runs:q} 2> {log}"
+
+
+TABLE_OUTPUTS = ["csv", "md", "tex", "png", "findings.json", "curves.png"]
+
+
 rule table1:
     input:
-        expand(f"{RESULTS}/tables/table1.{{ext}}", ext=["csv", "md", "tex", "png", "findings.json"]),
+        expand(f"{RESULTS}/tables/table1.{{ext}}", ext=TABLE_OUTPUTS),
     localrule: True
 
 
 rule table2:
     input:
-        expand(f"{RESULTS}/tables/table2.{{ext}}", ext=["csv", "md", "tex", "png", "findings.json"]),
+        expand(f"{RESULTS}/tables/table2.{{ext}}", ext=TABLE_OUTPUTS),
     localrule: True
 
 
 rule table3:
     input:
-        expand(f"{RESULTS}/tables/table3.{{ext}}", ext=["csv", "md", "tex", "png", "findings.json"]),
+        expand(f"{RESULTS}/tables/table3.{{ext}}", ext=TABLE_OUTPUTS),
     localrule: True
 
 

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline_lib.experiments.implicit_bias.masking import training_instances
 from pipeline_lib.experiments.implicit_bias.model import bert_for_size
 from pipeline_lib.pcfg.readers import (
     SPLITS,
-    load_instances,
     load_task,
     sentences_as_terminals,
     vocab_size,
@@ -75,7 +75,8 @@ def _trace_model(liu: dict, size: str, flat: dict, vocab: int):
     return large, enlarge_params(flat, cfg, large)
 
 
-def hessian_traces(liu: dict, size: str, flat: dict, vocab: int, data_dir: Path, seed: int) -> dict:
+def hessian_traces(liu: dict, size: str, flat: dict, vocab: int, data_dir: Path, seed: int,
+                   root_seed: int = 0) -> dict:
     import flax.nnx as nnx
     import jax
 
@@ -90,7 +91,7 @@ def hessian_traces(liu: dict, size: str, flat: dict, vocab: int, data_dir: Path,
     load_flat_params(model, flat)
     graphdef, params, rest = hessian.split_hessian_params(model)
     loss_fn, logits_fn = hessian.bert_mlm_loss_and_logits(graphdef, rest)
-    arrays = load_instances(data_dir)
+    arrays = training_instances(liu, data_dir, derive_seed(root_seed, "mlm-masking"))
 
     def batches(stream: str):
         return ArrayPipeline(
@@ -251,13 +252,14 @@ def evaluate_checkpoint(
     state = unflatten_like(flat, state, where=str(params_path))  # read the file once
     record: dict = {"size": size, "optimizer": optimizer, "seed": seed, "step": step}
     record.update(exact_loss(graphdef, state, Path(pcfg_dir) / "optimal_loss", 256))
-    record.update(hessian_traces(liu, size, flat, vocab, pretrain_dir, seed))
+    record.update(hessian_traces(liu, size, flat, vocab, pretrain_dir, seed, int(cfg["seed"])))
     for task in cfg["pcfg"]["downstream"]["tasks"]:
         data = load_task(Path(pcfg_dir) / "downstream" / task)
         record[f"probe_{task}"] = probe_accuracy(liu, size, vocab, flat, data, seed)
-        record[f"finetune_{task}"] = finetune_accuracy(liu, size, vocab, flat, data, seed)
-        log.info("task %s: probe %.1f, fine-tune %.1f", task, record[f"probe_{task}"]["mean"],
-                 record[f"finetune_{task}"]["mean"])
+        log.info("task %s: probe %.1f", task, record[f"probe_{task}"]["mean"])
+        if liu["finetune"]["seeds"]:  # none: fine-tuning is off (the laptop default)
+            record[f"finetune_{task}"] = finetune_accuracy(liu, size, vocab, flat, data, seed)
+            log.info("task %s: fine-tune %.1f", task, record[f"finetune_{task}"]["mean"])
     record["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(Path(out_path), record)
     return record

@@ -2,7 +2,9 @@
 
 One run = (model size, optimizer, seed). The instances are the PCFG stage's BERT-masked arrays
 (`pcfg/<grammar>/pretrain`: input_ids, input_mask, masked_lm_positions, masked_lm_ids,
-masked_lm_weights); the last `eval_instances` rows are held out for validation. The loss is
+masked_lm_weights), or with `implicit_bias.masking: single` (the default) the same sentences
+with one [MASK] each, the paper's loss L (`masking.py`); the last `eval_instances` rows are held
+out for validation. The loss is
 the mean cross-entropy over the masked tokens (BERT's), predicted sparsely at the masked
 positions only (academic-budget-bert). AdamW as academic-budget-bert (betas 0.9/0.98, eps 1e-6,
 decay 0.01 except biases, norms and the pooler) or SGD (the paper's Fig. 3 runs), each with
@@ -23,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline_lib.experiments.implicit_bias.model import bert_for_size
-from pipeline_lib.pcfg.readers import load_instances, vocab_size
-from pipeline_lib.seeds import run_seeds
+from pipeline_lib.experiments.implicit_bias.masking import training_instances
+from pipeline_lib.pcfg.readers import vocab_size
+from pipeline_lib.seeds import derive_seed, run_seeds
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,8 @@ def pretrain_bert_mlm(
     logging.getLogger("absl").setLevel(logging.WARNING)
     liu = cfg["implicit_bias"]
     seeds = run_seeds(int(cfg["seed"]), seed, f"mlm/{size}/{optimizer}")
-    arrays = load_instances(data_dir)
+    # the masking seed is the data seed of the run's root, shared by all runs (same instances)
+    arrays = training_instances(liu, data_dir, derive_seed(int(cfg["seed"]), "mlm-masking"))
     n = len(arrays["input_ids"])
     held = min(liu["eval_instances"], n // 10)
     if held < 1:

@@ -1,6 +1,6 @@
 """`pcfg_tables`: Liu et al. (2023)'s evidence from the per-checkpoint evaluations.
 
-Outputs (prefix `results/tables/pcfg_`):
+Outputs (prefix `results/tables/implicit_bias_`):
 
 * `checkpoints.{csv,md,tex}`: one row per (size, optimizer, step), mean +- std over seeds of
   the exact MLM loss, its gap to the optimal loss, the Hessian trace (each estimator), and
@@ -11,15 +11,23 @@ Outputs (prefix `results/tables/pcfg_`):
 * `accuracy_vs_loss.png`, `accuracy_vs_trace.png`: mean probe accuracy over the tasks against
   the exact loss and the (first) trace estimator, one point per checkpoint and seed, with rho
   in the title.
+* `matched_pairs.{csv,md,tex}`: the pairs of (size, optimizer, step) whose checkpoints all lie
+  in the matched-loss window, flatter one as A (`findings.pair_records`); its footer and the
+  checkpoint table's list the claims checked (`findings.implicit_bias_findings`), which
+  `implicit_bias.findings.json` (next to the tables) holds for the findings page.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from pipeline_lib import report
+from pipeline_lib.experiments.implicit_bias import findings as fnd
+from pipeline_lib.files import write_json_atomic
+from pipeline_lib.report.findings import findings_json
 
 
 def row_label(r: dict) -> str:
@@ -91,7 +99,12 @@ def write_implicit_bias_tables(cfg: dict, records: list[dict], lookup: dict | No
         f"{', '.join(map(str, liu['checkpoints']))}; seeds {', '.join(map(str, liu['seeds']))}; "
         f"grammar: {cfg['pcfg']['grammar'] or 'generated'}"
     )
+    flat = fnd.flat_records(cfg, records)
+    claims = fnd.implicit_bias_findings(cfg, flat)
+    notes = tuple(fnd.convergence_notes(cfg, flat)) + tuple(
+        f"Finding: {f.summary()}" for f in claims)
     table = build_checkpoint_table(cfg, records, lookup)
+    table = dataclasses.replace(table, notes=table.notes + notes)
     report.write_table(
         table, f"{prefix}checkpoints",
         "Liu et al. (2023) per checkpoint: exact MLM loss (nats/token) and gap to the optimal "
@@ -107,6 +120,21 @@ def write_implicit_bias_tables(cfg: dict, records: list[dict], lookup: dict | No
                                   "seed": 0, "value": 0.0}])
         caption += " Not enough checkpoints for a correlation."
     report.write_table(corr, f"{prefix}correlations", caption, digits=2)
+    pairs = fnd.pair_records(cfg, flat)
+    tol = liu["matched"]["tolerance"]
+    pair_caption = (
+        f"Liu et al. (2023) loss-matched pairs: (size / optimizer / step) groups whose "
+        f"checkpoints (every seed) have exact MLM losses within {tol:g} nats of each other; A is "
+        f"the flatter (smaller mean tr(H)); the paper's claim: probe A - B > 0. {scale}.")
+    pair_table = (report.aggregate(pairs) if pairs else report.aggregate(
+        [{"row": "(no group has every seed in the matched window)", "column": "probe A - B (pp)",
+          "seed": 0, "value": 0.0}]))
+    report.write_table(dataclasses.replace(pair_table, notes=pair_table.notes + notes),
+                       f"{prefix}matched_pairs", pair_caption, digits=3)
+    write_json_atomic(Path(f"{str(prefix).rstrip('_')}.findings.json"), findings_json(
+        claims, table="implicit_bias", caption=pair_caption, notes=list(notes), scale=scale,
+        matched_tolerance=tol, optimal_loss=next(
+            (r["optimal_loss"] for r in records if "optimal_loss" in r), None)))
     labels = [f"{r['size']}/{r['optimizer']}/{r['step']}" for r in records]
     y = [mean_probe(r, cfg) for r in records]
     first_trace = f"trace_{liu['trace']['estimators'][0]}" if liu["trace"]["estimators"] else None

@@ -1,5 +1,6 @@
 """CLI verbs of the transfer family (Wu et al. 2022): `transfer-pretrain`, `transfer-finetune`,
-`transfer-table`. Each handler gets the validated config from `pipeline_lib.cli`."""
+`transfer-table`, `transfer-curves`. Each handler gets the validated config from
+`pipeline_lib.cli`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ def cmd_table(cfg: dict, args) -> int:
 
     write_wu_table(args.which, cfg, [Path(m) for m in args.metrics], Path(args.out_prefix),
                    [Path(s) for s in args.source_summaries])
+    return 0
+
+
+def cmd_curves(cfg: dict, args) -> int:
+    from pipeline_lib.experiments.transfer.curves import write_curves
+
+    write_curves(args.which, cfg, [Path(m) for m in args.runs],
+                 [Path(s) for s in args.sources], Path(args.out))
     return 0
 
 
@@ -77,3 +86,14 @@ def register_cli(sub) -> None:
                    help="summary.json of the pre-training sources the table uses (captions)")
     p.add_argument("metrics", nargs="+", help="metrics.json files of the fine-tuning runs")
     p.set_defaults(func=cmd_table, needs_config=True)
+
+    p = sub.add_parser(
+        "transfer-curves",
+        help="validation curves of the runs behind Table 1, 2 or 3 (and of its sources)",
+    )
+    p.add_argument("--which", required=True, choices=["table1", "table2", "table3"])
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--sources", nargs="*", default=[],
+                   help="metrics.jsonl of the pre-training sources the table uses")
+    p.add_argument("runs", nargs="+", help="metrics.jsonl files of the fine-tuning runs")
+    p.set_defaults(func=cmd_curves, needs_config=True)

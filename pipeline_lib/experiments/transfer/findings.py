@@ -8,64 +8,63 @@
   random init (the direction of the paper's Table 3; which values help is not stated in the
   reference, so each value of the sweep is one claim).
 
-Intervals are paired by seed (every row of a table is run with the same seeds); see
-`report.findings` for the verdicts.
+The claims take the table's long-form records (`report.findings.claim_*`); intervals are paired
+by seed (every row of a table is run with the same seeds); see `report.findings` for the
+verdicts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pipeline_lib import report
-from pipeline_lib.report.findings import Finding, check_greater, check_share_of_benefit
+from pipeline_lib.report.findings import Finding, claim_greater, claim_share_of_benefit
 
 RANDOM_ROW = "Random init"
 MEAN_SD = "Per Param Mean/SD"
 PAPER_SHARE = 70.0
+PRETRAINED = ": Pretrained (all weights)"
 
 
-def _average(table: report.ResultTable, row: str) -> dict | None:
-    cell = table.cell(row, report.AVERAGE_COLUMN)
-    return None if cell is None else cell.by_seed()
-
-
-def table_findings(which: str, table: report.ResultTable) -> list[Finding]:
-    random = _average(table, RANDOM_ROW)
-    if random is None:
+def table_findings(
+    which: str, table: report.ResultTable, records: Sequence[dict] | None = None
+) -> list[Finding]:
+    """The claims of table `which` on its long-form records (`tables.long_records`; default:
+    the per-seed values of the table's task columns), rows in the table's order. Every claim
+    is on the task Average (each seed's mean over the tasks)."""
+    rows = table.rows
+    if records is None:
+        records = [
+            {"row": r, "column": c, "seed": seed, "value": value}
+            for r in rows for c in table.data_columns if (cell := table.cell(r, c)) is not None
+            for seed, value in cell.by_seed().items()
+        ]
+    present = {r["row"] for r in records}
+    if RANDOM_ROW not in present:
         return []
     out: list[Finding] = []
-    if which == "table1":
-        for row in table.rows:
-            if row != RANDOM_ROW and (avg := _average(table, row)) is not None:
-                out.append(check_greater(
-                    f"{row} beats Random init (Average)", "synthetic pre-training helps",
-                    avg, random, unit=" points",
-                ))
-    elif which == "table2":
-        for row in table.rows:
-            if not str(row).endswith(": Pretrained (all weights)"):
+    if which == "table2":
+        for row in rows:
+            if not str(row).endswith(PRETRAINED):
                 continue
-            source = str(row).split(":", 1)[0]
-            pretrained = _average(table, row)
-            if pretrained is None:
-                continue
-            out.append(check_greater(
-                f"{source}: Pretrained beats Random init (Average)", "pre-training helps",
-                pretrained, random, unit=" points",
+            source = str(row).removesuffix(PRETRAINED)
+            out.append(claim_greater(
+                records, f"{source}: Pretrained beats Random init (Average)",
+                "pre-training helps", row, RANDOM_ROW, unit=" points",
             ))
-            mean_sd = _average(table, f"{source}: {MEAN_SD}")
-            if mean_sd is not None:
-                out.append(check_share_of_benefit(
-                    f"{source}: {MEAN_SD} recovers >= {PAPER_SHARE:.0f} % of the benefit",
-                    f"> {PAPER_SHARE:.0f} % (Fig. 4)", mean_sd, random, pretrained,
+            if f"{source}: {MEAN_SD}" in present:
+                out.append(claim_share_of_benefit(
+                    records, f"{source}: {MEAN_SD} recovers >= {PAPER_SHARE:.0f} % of the benefit",
+                    f"> {PAPER_SHARE:.0f} % (Fig. 4)", f"{source}: {MEAN_SD}", RANDOM_ROW, row,
                     at_least=PAPER_SHARE,
                 ))
-    else:
-        for row in table.rows:
-            if row != RANDOM_ROW and (avg := _average(table, row)) is not None:
-                out.append(check_greater(
-                    f"{row} beats Random init (Average)", "the Table 3 direction",
-                    avg, random, unit=" points",
-                ))
-    return out
+        return out
+    paper = "synthetic pre-training helps" if which == "table1" else "the Table 3 direction"
+    return [
+        claim_greater(records, f"{row} beats Random init (Average)", paper, row, RANDOM_ROW,
+                      unit=" points")
+        for row in rows if row != RANDOM_ROW and row in present
+    ]
 
 
 def source_notes(summaries: list[dict], threshold: float | None) -> tuple[list[str], list[str]]:

@@ -83,8 +83,10 @@ def table_runs(table: str, cfg: dict) -> list[tuple[str, str]]:
     return runs
 
 
-def build_table(table: str, cfg: dict, records: list[dict]) -> report.ResultTable:
-    long = [
+def long_records(table: str, records: list[dict]) -> list[dict]:
+    """The table's long-form records ({"row", "column", "seed", "value"}) of the runs'
+    metrics.json records: what the table and its findings are computed from."""
+    return [
         {
             "row": row_label(table, r),
             "column": r["downstream"],
@@ -93,6 +95,10 @@ def build_table(table: str, cfg: dict, records: list[dict]) -> report.ResultTabl
         }
         for r in records
     ]
+
+
+def build_table(table: str, cfg: dict, records: list[dict]) -> report.ResultTable:
+    long = long_records(table, records)
     seen = list(dict.fromkeys([RANDOM_ROW] + [x["row"] for x in long]))
     order = [row_label(table, {"source": src, "init": init}) for src, init in table_runs(table, cfg)]
     rows = [r for r in order if r in seen] + [r for r in seen if r not in order]
@@ -132,8 +138,9 @@ def write_wu_table(
     from pipeline_lib.files import read_json, write_json_atomic
     from pipeline_lib.report.findings import findings_json
 
-    result = build_table(table, cfg, [read_json(p) for p in metrics])
-    findings = table_findings(table, result)
+    runs = [read_json(p) for p in metrics]
+    result = build_table(table, cfg, runs)
+    findings = table_findings(table, result, long_records(table, runs))
     summaries = [read_json(p) for p in source_summaries]
     threshold = cfg["transfer"]["pretrain"]["stop_at_accuracy"]
     notes, warnings = source_notes(summaries, threshold)
