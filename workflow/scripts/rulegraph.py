@@ -21,7 +21,7 @@ import networkx as nx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "workflow" / "report" / "rulegraph.png"
-DEFAULT_TARGETS = ["all", "transfer_tables", "implicit_bias_tables", "primer_table"]
+DEFAULT_TARGETS = ["all", "findings", "transfer_tables", "pcfg_tables", "primer_table"]
 
 
 def rulegraph(targets: list[str]) -> nx.DiGraph:
