@@ -101,7 +101,7 @@ rule implicit_bias_lookup_table:
         " --pcfg-dir {params.pcfg} --out {output} 2> {log}"
 
 
-rule implicit_bias_tables:
+rule implicit_bias_table:
     input:
         evals=expand(
             f"{RESULTS}/implicit_bias/eval/{{size}}/{{optimizer}}/{{seed}}/step{{step}}.json",
@@ -177,8 +177,15 @@ rule implicit_bias_curves:
 
 
 # The name of the README before the family layout (kept as an alias).
+# The family's target: its tables, findings and pre-training curves.
+rule implicit_bias_tables:
+    input:
+        rules.implicit_bias_table.output,
+        rules.implicit_bias_curves.output,
+    localrule: True
+
+
 rule pcfg_tables:
     input:
-        rules.implicit_bias_tables.output,
-        rules.implicit_bias_curves.output,
+        rules.implicit_bias_tables.input,
     localrule: True
