@@ -147,14 +147,15 @@ def test_two_processes_train_like_one_process_with_the_same_devices(work, verb, 
     assert [r[:2] for r in one] == [r[:2] for r in two]
     np.testing.assert_allclose([r[2] for r in one], [r[2] for r in two], rtol=1e-5)
     # checkpoints written once: the same steps, each committed, no leftover temporary
-    # directory, and no more bytes than the single process wrote (a second writer of the
-    # replicated state would double them; orbax splits the shards between the processes)
+    # directory, and well under twice the bytes the single process wrote (a second writer of
+    # the replicated state would double them; orbax splits the shards between the processes,
+    # each with its own small per-process manifest and index files: measured 1.0-1.13x)
     ckpt1, ckpt2 = work / name / "ckpt1", work / name / "ckpt2"
     steps1, steps2 = (sorted(p.relative_to(c) for p in c.rglob("commit_success.txt"))
                       for c in (ckpt1, ckpt2))
     assert steps1 and steps1 == steps2
     assert not list(ckpt2.rglob("*.orbax-checkpoint-tmp*"))
-    assert 0 < state_bytes(ckpt2) <= 1.1 * state_bytes(ckpt1)
+    assert 0 < state_bytes(ckpt2) <= 1.5 * state_bytes(ckpt1)
 
 
 def test_a_killed_process_ends_the_run_within_the_heartbeat_timeout(work):

@@ -104,7 +104,7 @@ def test_corpus_validation_is_disjoint_and_deterministic(pcfg_dir, tmp_path):
     np.testing.assert_array_equal(valid[:, :-1].reshape(-1), valid_stream[: 5 * 15])
     assert meta["eos_id"] == ids["[SEP]"] and meta["vocab_size"] == len(vocab)
     np.save(tmp_path / "a" / "validation.npy", valid[::-1])  # edited after the fact
-    with pytest.raises(ConfigError, match="validation.npy: its hash differs"):
+    with pytest.raises(ConfigError, match="its hash differs from meta.json"):
         load_corpus(tmp_path / "a")
 
 
