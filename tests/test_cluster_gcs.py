@@ -18,14 +18,13 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cluster.gcs import gcs_server
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny_config.yaml"
@@ -37,55 +36,31 @@ FAKE_TOKEN = "ya29.FAKE-token-that-must-never-be-written-7d1c4e"
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gcs(tmp_path_factory):
     """The server's environment (also set in this process while the module runs)."""
-    for module in ("gcp_storage_emulator", "snakemake_storage_plugin_gcs", "google.cloud.storage"):
-        pytest.importorskip(module, reason=f"{module} missing: pip install -e '.[cluster]'")
-    port = _free_port()
     log = tmp_path_factory.mktemp("gcs-server") / "server.log"
-    server = subprocess.Popen(
-        [str(BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
-         "--in-memory"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
-    env = {
-        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
-        "GOOGLE_CLOUD_PROJECT": "test-project",
-        "SNAKEMAKE_STORAGE_GCS_PROJECT": "test-project",
-        "GOOGLE_AUTH_TOKEN_FOR_TESTING": FAKE_TOKEN,
-        "GOOGLE_OAUTH_ACCESS_TOKEN": FAKE_TOKEN,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the GCS-API server did not start"
-                time.sleep(0.2)
-        from google.cloud import storage
+    with gcs_server(log) as host:
+        env = {
+            "STORAGE_EMULATOR_HOST": host,
+            "GOOGLE_CLOUD_PROJECT": "test-project",
+            "SNAKEMAKE_STORAGE_GCS_PROJECT": "test-project",
+            "GOOGLE_AUTH_TOKEN_FOR_TESTING": FAKE_TOKEN,
+            "GOOGLE_OAUTH_ACCESS_TOKEN": FAKE_TOKEN,
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            from google.cloud import storage
 
-        storage.Client().create_bucket(BUCKET)
-        yield {**env, "server_log": log}
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            storage.Client().create_bucket(BUCKET)
+            yield {**env, "server_log": log}
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _bucket():

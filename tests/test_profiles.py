@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from cluster.gcs import gcs_server
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny_config.yaml"
@@ -50,54 +49,30 @@ def tiny(tmp_path):
     return tmp_path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def gcs_server(tmp_path_factory):
+def gcs_env(tmp_path_factory):
     """A loopback GCS-API server with one empty bucket; the environment that points at it."""
-    for module in ("gcp_storage_emulator", "snakemake_storage_plugin_gcs", "google.cloud.storage"):
-        pytest.importorskip(module, reason=f"{module} missing: pip install -e '.[cluster]'")
-    port = _free_port()
     log = tmp_path_factory.mktemp("gcs") / "server.log"
-    server = subprocess.Popen(
-        [str(BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
-         "--in-memory"], stdout=log.open("w"), stderr=subprocess.STDOUT)
-    # anonymous access to the loopback server; the GCS storage plugin insists on a project
-    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
-           "GOOGLE_CLOUD_PROJECT": "dry-run", "SNAKEMAKE_STORAGE_GCS_PROJECT": "dry-run"}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the GCS-API server did not start"
-                time.sleep(0.2)
+    with gcs_server(log) as host:
+        # anonymous access to the loopback server; the GCS storage plugin insists on a project
+        env = {"STORAGE_EMULATOR_HOST": host,
+               "GOOGLE_CLOUD_PROJECT": "dry-run", "SNAKEMAKE_STORAGE_GCS_PROJECT": "dry-run"}
         code = ("from google.cloud import storage; "
                 f"storage.Client().create_bucket({BUCKET!r})")
         subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, check=True,
                        capture_output=True, timeout=60)
         yield env
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("executor", ["googlebatch", "kubernetes"])
-def test_cloud_profile_dry_run_plans_jobs_in_the_bucket(executor, tiny, gcs_server):
+def test_cloud_profile_dry_run_plans_jobs_in_the_bucket(executor, tiny, gcs_env):
     pytest.importorskip(f"snakemake_executor_plugin_{executor}",
                         reason=f"the {executor} executor plugin: pip install -e '.[cluster]'")
     prefix = f"gs://{BUCKET}/{executor}"
     proc = _snakemake("-n", "transfer_models", "--configfile", str(tiny / "config.yaml"),
                       "--profile", str(PROFILES / executor), "--default-storage-prefix", prefix,
-                      cwd=tiny, env=gcs_server)
+                      cwd=tiny, env=gcs_env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert f"Using profile {PROFILES / executor}" in out
@@ -109,7 +84,7 @@ def test_cloud_profile_dry_run_plans_jobs_in_the_bucket(executor, tiny, gcs_serv
 
 
 @pytest.mark.cluster
-def test_a_profile_key_the_executor_plugin_does_not_know_fails(tiny, gcs_server):
+def test_a_profile_key_the_executor_plugin_does_not_know_fails(tiny, gcs_env):
     """The dry-run above really parses the profile with the plugin's settings."""
     pytest.importorskip("snakemake_executor_plugin_googlebatch")
     bad = tiny / "profile"
@@ -117,7 +92,7 @@ def test_a_profile_key_the_executor_plugin_does_not_know_fails(tiny, gcs_server)
     text = (PROFILES / "googlebatch" / "profile.yaml").read_text()
     (bad / "profile.yaml").write_text(text.replace("googlebatch-region:", "googlebatch-regoin:"))
     proc = _snakemake("-n", "transfer_models", "--configfile", str(tiny / "config.yaml"),
-                      "--profile", str(bad), cwd=tiny, env=gcs_server)
+                      "--profile", str(bad), cwd=tiny, env=gcs_env)
     assert proc.returncode != 0
     assert "googlebatch-regoin" in proc.stdout + proc.stderr
 
