@@ -227,11 +227,7 @@ def train(
             ckpt.wait()
             good = ckpt.latest_step()
             writer.write({"step": bad, "split": "train", "event": "nonfinite"})
-            raise NonFiniteError(
-                f"non-finite loss or gradient at step {bad} (detected at step {at_step}); "
-                f"stopped without applying or saving it. Last good checkpoint: "
-                f"{ckpt_dir / str(good) if good is not None else 'none'}"
-            )
+            raise NonFiniteError.at(bad, at_step, ckpt_dir, good)
 
     def save(step: int) -> None:
         check_finite(step)

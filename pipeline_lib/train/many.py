@@ -149,12 +149,10 @@ def train_many(
         bad = np.asarray(jax.device_get(state.nonfinite_step))
         for i in np.flatnonzero(bad >= 0).tolist():
             ckpt.wait()
+            good = ckpt.latest_step()
             writers[i].write({"step": int(bad[i]), "split": "train", "event": "nonfinite"})
-            raise NonFiniteError(
-                f"run {i} (seed {seeds[i]}): non-finite loss or gradient at step {int(bad[i])} "
-                f"(detected at step {at_step}); stopped without applying or saving it. Last "
-                f"good checkpoint: {ckpt_dir / str(ckpt.latest_step())}"
-            )
+            raise NonFiniteError.at(int(bad[i]), at_step, ckpt_dir, good,
+                                    who=f"run {i} (seed {seeds[i]}): ")
 
     def save(step: int) -> None:
         check_finite(step)

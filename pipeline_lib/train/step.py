@@ -30,6 +30,16 @@ LossFn = Callable[[PyTree, Batch, jax.Array | None], tuple[jax.Array, dict[str, 
 class NonFiniteError(PipelineError, RuntimeError):
     """Training produced a NaN/Inf loss or gradient; the bad update was never applied or saved."""
 
+    @classmethod
+    def at(cls, bad_step: int, at_step: int, ckpt_dir: Any, good_step: int | None,
+           who: str = "") -> "NonFiniteError":
+        """The one message of the single loop and the vmapped group (`who`: "run i (seed s): ")."""
+        good = "none" if good_step is None else f"{ckpt_dir}/{good_step}"
+        return cls(
+            f"{who}non-finite loss or gradient at step {bad_step} (detected at step {at_step}); "
+            f"stopped without applying or saving it. Last good checkpoint: {good}"
+        )
+
 
 # --- loss plumbing -------------------------------------------------------------------------
 
