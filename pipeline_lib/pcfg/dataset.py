@@ -641,6 +641,21 @@ def _pretrain_samples(
 SPLITS = ("train", "validation")
 
 
+def _task_stage(spec: dict, require: tuple[str, ...], section_name: str, task: str,
+                grammar_dir: Path):
+    """The start of a per-task stage: the checked spec, its section (which must list `task`),
+    the start time, and the grammar with its meta."""
+    spec = validate_spec(spec, require=require)
+    section = spec[section_name]
+    if task not in section["tasks"]:
+        raise SpecError(f"task {task!r} is not in pcfg.{section_name}.tasks "
+                        f"({', '.join(section['tasks'])})")
+    started = time.perf_counter()
+    _log_jax_cache()
+    grammar, grammar_meta = load_grammar_dir(grammar_dir)
+    return spec, section, started, grammar, grammar_meta
+
+
 def build_downstream(
     spec: dict[str, Any], grammar_dir: Path, out_dir: Path, task: str
 ) -> dict[str, Any]:
@@ -658,15 +673,8 @@ def build_downstream(
         write_label_csv,
     )
 
-    spec = validate_spec(spec, require=("downstream", "mlm", "chart"))
-    downstream = spec["downstream"]
-    if task not in downstream["tasks"]:
-        raise SpecError(
-            f"task {task!r} is not in pcfg.downstream.tasks ({', '.join(downstream['tasks'])})"
-        )
-    started = time.perf_counter()
-    _log_jax_cache()
-    grammar, grammar_meta = load_grammar_dir(grammar_dir)
+    spec, downstream, started, grammar, grammar_meta = _task_stage(
+        spec, ("downstream", "mlm", "chart"), "downstream", task, grammar_dir)
     vocabulary, vocabulary_info = _vocabulary(grammar, spec)
     names = label_names(grammar, task)  # fails early if the grammar cannot label this task
     length = spec["mlm"]["max_seq_length"]
@@ -940,15 +948,8 @@ def build_transduction(
     from pipeline_lib.pcfg.transduction import top_level_split, transduce
     from pipeline_lib.pcfg.viterbi import viterbi_parses
 
-    spec = validate_spec(spec, require=("transduction", "sample", "chart"))
-    section = spec["transduction"]
-    if task not in section["tasks"]:
-        raise SpecError(
-            f"task {task!r} is not in pcfg.transduction.tasks ({', '.join(section['tasks'])})"
-        )
-    started = time.perf_counter()
-    _log_jax_cache()
-    grammar, grammar_meta = load_grammar_dir(grammar_dir)
+    spec, section, started, grammar, grammar_meta = _task_stage(
+        spec, ("transduction", "sample", "chart"), "transduction", task, grammar_dir)
     sizes = {
         "train": section["n_train"],
         "validation": section["n_validation"],
