@@ -222,6 +222,17 @@ T5_PRESETS: dict[str, T5Config] = {
     "t5_laptop": T5Config(
         d_model=128, num_heads=4, head_dim=32, d_ff=512, num_encoder_layers=2, num_decoder_layers=2,
     ),
+    # The T0 / HINT laptop base: T5 v1.1 structure (gated-GELU, untied logits, dropout 0.1)
+    # at the laptop width, LM-adapted by `lm-adapt` before T0 training.
+    "t5_1_1_laptop": T5Config(
+        d_model=128, num_heads=4, head_dim=32, d_ff=512, num_encoder_layers=2, num_decoder_layers=2,
+        mlp="gated-gelu", tie_embeddings=False,
+    ),
+    # T5 v1.1 XL (t5_1_1/xl.gin; google/t5-xl-lm-adapt, the T0-3B base).
+    "t5_1_1_xl": T5Config(
+        d_model=2048, num_heads=32, head_dim=64, d_ff=5120, num_encoder_layers=24,
+        num_decoder_layers=24, mlp="gated-gelu", tie_embeddings=False, dtype="bfloat16",
+    ),
     "t5_bench": T5Config(
         d_model=256, num_heads=4, head_dim=64, d_ff=1024,
         num_encoder_layers=4, num_decoder_layers=4,

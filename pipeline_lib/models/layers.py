@@ -434,6 +434,28 @@ class KVCache(NamedTuple):
     value: Array
 
 
+def prepend_prefix(
+    kv: KVCache, prefix: KVCache, mask: Array | None, bias: Array | None
+) -> tuple[KVCache, Array | None, Array | None]:
+    """Keys/values ``[P_k; K]``, ``[P_v; V]`` and the mask/bias widened by P columns.
+
+    Prefix-tuning as HINT does it (allenai/hyper-task-descriptions ``lora.py``): the prefix
+    columns are always attended (mask True) and get bias 0, i.e. no relative-position bias;
+    upstream prepends ``jnp.empty`` to the bias, which is zeros in JAX. ``prefix`` is
+    ``[b, P, h, d]``; ``mask`` ``[b|1, 1, q, k]`` and ``bias`` ``[1, h, q, k]`` keep their
+    leading dims, so the relpos bias still broadcasts over the batch.
+    """
+    num = prefix.key.shape[1]
+    join = lambda p, x: jnp.concatenate([p.astype(x.dtype), x], axis=1)
+    kv = KVCache(join(prefix.key, kv.key), join(prefix.value, kv.value))
+    widen = [(0, 0), (0, 0), (0, 0), (num, 0)]
+    if mask is not None:
+        mask = jnp.pad(mask, widen, constant_values=True)
+    if bias is not None:
+        bias = jnp.pad(bias, widen, constant_values=0)
+    return kv, mask, bias
+
+
 class Attention(nnx.Module):
     """Multi-head attention with T5X's kernels ``query``, ``key``, ``value``, ``out``.
 
@@ -479,8 +501,16 @@ class Attention(nnx.Module):
         bias: Array | None = None,
         *,
         rng: Array | None = None,
+        prefix_kv: KVCache | None = None,
     ) -> Array:
-        """Attention of ``[b, q, d_model]`` queries over already projected keys/values."""
+        """Attention of ``[b, q, d_model]`` queries over already projected keys/values.
+
+        ``prefix_kv`` (``[b, P, h, d]``, e.g. HINT's generated prefixes) is prepended to the
+        keys and values, attended without mask or bias (`prepend_prefix`). None: plain attention,
+        the very same ops as before prefixes existed.
+        """
+        if prefix_kv is not None:
+            kv, mask, bias = prepend_prefix(kv, prefix_kv, mask, bias)
         x = dot_product_attention(
             self._heads(self.query(inputs_q)), kv.key, kv.value, mask, bias,
             dropout_rate=self.dropout_rate, rng=rng, float32_logits=self.float32_logits,
@@ -495,28 +525,40 @@ class Attention(nnx.Module):
         bias: Array | None = None,
         *,
         rng: Array | None = None,
+        prefix_kv: KVCache | None = None,
     ) -> Array:
         """``[b, q, d_model]`` x ``[b, k, d_model]`` -> ``[b, q, d_model]``.
 
         ``mask``: bool ``[b|1, 1, q, k]``, True = may attend; ``bias``: additive ``[1, h, q, k]``.
+        ``prefix_kv``: optional keys/values prepended as in `attend_cached`.
         """
-        return self.attend_cached(inputs_q, self.key_value(inputs_kv), mask, bias, rng=rng)
+        return self.attend_cached(
+            inputs_q, self.key_value(inputs_kv), mask, bias, rng=rng, prefix_kv=prefix_kv
+        )
 
     def step(
-        self, inputs: Array, cache: KVCache, index: Array, mask: Array, bias: Array | None = None
+        self,
+        inputs: Array,
+        cache: KVCache,
+        index: Array,
+        mask: Array,
+        bias: Array | None = None,
+        *,
+        prefix_kv: KVCache | None = None,
     ) -> tuple[Array, KVCache]:
         """One self-attention decoding step.
 
         ``inputs [b, 1, d_model]`` is the token at position ``index``; its key and value are
         written into ``cache`` (``[b, max_length, h, d]``) at ``index``, then the query attends
         over the whole cache. ``mask [.., 1, max_length]`` must exclude positions > index.
+        ``prefix_kv`` is prepended to the cache at every step (HINT's decoding), never written.
         """
         new = self.key_value(inputs)
         write = lambda buffer, x: jax.lax.dynamic_update_slice_in_dim(
             buffer, x.astype(buffer.dtype), index, 1
         )
         cache = KVCache(write(cache.key, new.key), write(cache.value, new.value))
-        return self.attend_cached(inputs, cache, mask, bias), cache
+        return self.attend_cached(inputs, cache, mask, bias, prefix_kv=prefix_kv), cache
 
 
 # --------------------------------------------------------------------------------------------
@@ -571,6 +613,28 @@ class Mlp(nnx.Module):
         else:
             h = act(self.wi(x))
         return self.wo(dropout(h, self.dropout_rate, rng, broadcast_dims=(-2,)))
+
+
+class ParallelAdapter(NamedTuple):
+    """Per-example adapter weights (HINT generates them): ``down [b, d, a]``, ``up [b, a, d]``,
+    ``bias_down [b, a]``, ``bias_up [b, d]``."""
+
+    down: Array
+    up: Array
+    bias_down: Array
+    bias_up: Array
+
+
+def parallel_adapter(h: Array, adapter: ParallelAdapter) -> Array:
+    """``gelu_tanh(h W_d + b_d) W_u + b_u`` per example, for ``h [b, l, d]`` (the pre-MLP
+    LayerNorm output): HINT's adapter, added beside the FFN, with no dropout on this branch
+    (upstream ``hyper_network.py``: ``lax.batch_matmul`` + ``nn.gelu``, whose default is tanh)."""
+    dtype = h.dtype
+    z = jnp.einsum("bld,bda->bla", h, adapter.down.astype(dtype))
+    z = jax.nn.gelu(z + adapter.bias_down.astype(dtype)[:, None], approximate=True)
+    return jnp.einsum("bla,bad->bld", z, adapter.up.astype(dtype)) + adapter.bias_up.astype(
+        dtype
+    )[:, None]
 
 
 # --------------------------------------------------------------------------------------------

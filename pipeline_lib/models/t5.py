@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,10 +60,12 @@ from pipeline_lib.models.layers import (
     Embed,
     KVCache,
     Mlp,
+    ParallelAdapter,
     RelativePositionBias,
     RMSNorm,
     dropout,
     make_attention_mask,
+    parallel_adapter,
     split_rng,
 )
 
@@ -88,6 +92,37 @@ def _norm(cfg: T5Config) -> RMSNorm:
     return RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps, dtype=cfg.compute_dtype)
 
 
+class LayerModules(NamedTuple):
+    """Per-example modules one layer may use (HINT's generated adapters and prefixes).
+
+    Every field None (or no ``modules`` argument at all) runs plain T5 with exactly the ops it
+    had before these hooks existed. ``cross_prefix`` only applies to decoder layers.
+    """
+
+    adapter: ParallelAdapter | None = None
+    self_prefix: KVCache | None = None
+    cross_prefix: KVCache | None = None
+
+
+_NO_MODULES = LayerModules()
+
+
+def _mlp_block(
+    layer: EncoderLayer | DecoderLayer,
+    x: Array,
+    adapter: ParallelAdapter | None,
+    r_mlp: Array | None,
+    r_out: Array | None,
+) -> Array:
+    """``x + dropout(MLP(LN(x)))``, plus HINT's parallel adapter on LN(x) when given:
+    ``x + (dropout(MLP(h)) + adapter(h))``, no dropout on the adapter branch [code]."""
+    h = layer.pre_mlp_layer_norm(x)
+    y = dropout(layer.mlp(h, rng=r_mlp), layer.dropout_rate, r_out, broadcast_dims=(-2,))
+    if adapter is not None:
+        y = y + parallel_adapter(h, adapter)
+    return x + y
+
+
 class EncoderLayer(nnx.Module):
     """Pre-LN self-attention + MLP, each followed by dropout and a residual add."""
 
@@ -99,14 +134,20 @@ class EncoderLayer(nnx.Module):
         self.mlp = _mlp(cfg, rngs)
 
     def __call__(
-        self, x: Array, mask: Array, bias: Array, *, rng: Array | None = None
+        self,
+        x: Array,
+        mask: Array,
+        bias: Array,
+        *,
+        rng: Array | None = None,
+        modules: LayerModules | None = None,
     ) -> Array:
+        modules = _NO_MODULES if modules is None else modules
         r_attn, r_attn_out, r_mlp, r_mlp_out = split_rng(rng, 4)
         h = self.pre_attention_layer_norm(x)
-        h = self.attention(h, h, mask, bias, rng=r_attn)
+        h = self.attention(h, h, mask, bias, rng=r_attn, prefix_kv=modules.self_prefix)
         x = x + dropout(h, self.dropout_rate, r_attn_out, broadcast_dims=(-2,))
-        h = self.mlp(self.pre_mlp_layer_norm(x), rng=r_mlp)
-        return x + dropout(h, self.dropout_rate, r_mlp_out, broadcast_dims=(-2,))
+        return _mlp_block(self, x, modules.adapter, r_mlp, r_mlp_out)
 
 
 class DecoderLayer(nnx.Module):
@@ -122,14 +163,20 @@ class DecoderLayer(nnx.Module):
         self.mlp = _mlp(cfg, rngs)
 
     def _cross_and_mlp(
-        self, y: Array, cross_kv: KVCache, cross_mask: Array, rngs: tuple[Array | None, ...]
+        self,
+        y: Array,
+        cross_kv: KVCache,
+        cross_mask: Array,
+        rngs: tuple[Array | None, ...],
+        modules: LayerModules = _NO_MODULES,
     ) -> Array:
         r_cross, r_cross_out, r_mlp, r_mlp_out = rngs
         h = self.pre_cross_attention_layer_norm(y)
-        h = self.encoder_decoder_attention.attend_cached(h, cross_kv, cross_mask, rng=r_cross)
+        h = self.encoder_decoder_attention.attend_cached(
+            h, cross_kv, cross_mask, rng=r_cross, prefix_kv=modules.cross_prefix
+        )
         y = y + dropout(h, self.dropout_rate, r_cross_out, broadcast_dims=(-2,))
-        h = self.mlp(self.pre_mlp_layer_norm(y), rng=r_mlp)
-        return y + dropout(h, self.dropout_rate, r_mlp_out, broadcast_dims=(-2,))
+        return _mlp_block(self, y, modules.adapter, r_mlp, r_mlp_out)
 
     def __call__(
         self,
@@ -140,13 +187,21 @@ class DecoderLayer(nnx.Module):
         cross_mask: Array,
         *,
         rng: Array | None = None,
+        modules: LayerModules | None = None,
+        cross_kv: KVCache | None = None,
     ) -> Array:
+        """``cross_kv``: the encoder keys/values already projected (then ``encoded`` is unused),
+        e.g. HINT's per-task cache of the instruction's projections."""
+        modules = _NO_MODULES if modules is None else modules
         r_self, r_self_out, *rest = split_rng(rng, 6)
         h = self.pre_self_attention_layer_norm(y)
-        h = self.self_attention(h, h, self_mask, self_bias, rng=r_self)
+        h = self.self_attention(
+            h, h, self_mask, self_bias, rng=r_self, prefix_kv=modules.self_prefix
+        )
         y = y + dropout(h, self.dropout_rate, r_self_out, broadcast_dims=(-2,))
-        cross_kv = self.encoder_decoder_attention.key_value(encoded)
-        return self._cross_and_mlp(y, cross_kv, cross_mask, tuple(rest))
+        if cross_kv is None:
+            cross_kv = self.encoder_decoder_attention.key_value(encoded)
+        return self._cross_and_mlp(y, cross_kv, cross_mask, tuple(rest), modules)
 
     def step(
         self,
@@ -157,12 +212,16 @@ class DecoderLayer(nnx.Module):
         self_mask: Array,
         self_bias: Array,
         cross_mask: Array,
+        *,
+        modules: LayerModules | None = None,
     ) -> tuple[Array, KVCache]:
         """One decoding position ``y [b, 1, d]`` (no dropout); returns the updated cache."""
+        modules = _NO_MODULES if modules is None else modules
         h, cache = self.self_attention.step(
-            self.pre_self_attention_layer_norm(y), cache, index, self_mask, self_bias
+            self.pre_self_attention_layer_norm(y), cache, index, self_mask, self_bias,
+            prefix_kv=modules.self_prefix,
         )
-        return self._cross_and_mlp(y + h, cross_kv, cross_mask, (None,) * 4), cache
+        return self._cross_and_mlp(y + h, cross_kv, cross_mask, (None,) * 4, modules), cache
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,14 +246,25 @@ class Encoder(nnx.Module):
     def layers(self) -> list[EncoderLayer]:
         return [getattr(self, f"layers_{i}") for i in range(self.num_layers)]
 
-    def __call__(self, x: Array, mask: Array, *, rng: Array | None = None) -> Array:
-        """``x [b, l, d]`` embedded tokens, ``mask [b, 1, l, l]`` bool -> ``[b, l, d]``."""
+    def __call__(
+        self,
+        x: Array,
+        mask: Array,
+        *,
+        rng: Array | None = None,
+        modules: Sequence[LayerModules] | None = None,
+    ) -> Array:
+        """``x [b, l, d]`` embedded tokens, ``mask [b, 1, l, l]`` bool -> ``[b, l, d]``.
+
+        ``modules``: one `LayerModules` per layer (HINT), or None for plain T5.
+        """
         r_in, r_out, *r_layers = split_rng(rng, self.num_layers + 2)
         length = x.shape[-2]
         bias = self.relpos_bias(length, length)  # once per stack: the table is shared
         x = dropout(x, self.dropout_rate, r_in, broadcast_dims=(-2,))
-        for layer, r in zip(self.layers(), r_layers):
-            x = layer(x, mask, bias, rng=r)
+        per_layer = (None,) * self.num_layers if modules is None else tuple(modules)
+        for layer, r, mods in zip(self.layers(), r_layers, per_layer, strict=True):
+            x = layer(x, mask, bias, rng=r, modules=mods)
         # T5X's last encoder dropout is the only one without broadcast_dims.
         return dropout(self.encoder_norm(x), self.dropout_rate, r_out)
 
@@ -233,13 +303,20 @@ class Decoder(nnx.Module):
         cross_mask: Array,
         *,
         rng: Array | None = None,
+        modules: Sequence[LayerModules] | None = None,
+        cross_kvs: Sequence[KVCache] | None = None,
     ) -> Array:
+        """``modules``: one `LayerModules` per layer (HINT) or None; ``cross_kvs``: per layer,
+        the encoder keys/values already projected (then ``encoded`` may be None)."""
         r_in, r_out, *r_layers = split_rng(rng, self.num_layers + 2)
         length = y.shape[-2]
         self_bias = self.relpos_bias(length, length)
         y = dropout(y, self.dropout_rate, r_in, broadcast_dims=(-2,))
-        for layer, r in zip(self.layers(), r_layers):
-            y = layer(y, encoded, self_mask, self_bias, cross_mask, rng=r)
+        per_layer = (None,) * self.num_layers if modules is None else tuple(modules)
+        kvs = (None,) * self.num_layers if cross_kvs is None else tuple(cross_kvs)
+        for layer, r, mods, kv in zip(self.layers(), r_layers, per_layer, kvs, strict=True):
+            y = layer(y, encoded, self_mask, self_bias, cross_mask, rng=r, modules=mods,
+                      cross_kv=kv)
         return dropout(self.decoder_norm(y), self.dropout_rate, r_out, broadcast_dims=(-2,))
 
     def step(
@@ -249,6 +326,8 @@ class Decoder(nnx.Module):
         cross_kvs: tuple[KVCache, ...],
         index: Array,
         encoder_valid: Array,
+        *,
+        modules: Sequence[LayerModules] | None = None,
     ) -> tuple[Array, tuple[KVCache, ...]]:
         """Hidden state of one position ``y [b, 1, d]`` at ``index``, and the updated caches."""
         max_length = caches[0].key.shape[1]
@@ -256,8 +335,13 @@ class Decoder(nnx.Module):
         self_bias = self.relpos_bias.step(index, max_length)
         cross_mask = encoder_valid[:, None, None, :]
         new_caches = []
-        for layer, cache, cross_kv in zip(self.layers(), caches, cross_kvs):
-            y, cache = layer.step(y, cache, cross_kv, index, self_mask, self_bias, cross_mask)
+        per_layer = (None,) * self.num_layers if modules is None else tuple(modules)
+        for layer, cache, cross_kv, mods in zip(
+            self.layers(), caches, cross_kvs, per_layer, strict=True
+        ):
+            y, cache = layer.step(
+                y, cache, cross_kv, index, self_mask, self_bias, cross_mask, modules=mods
+            )
             new_caches.append(cache)
         return self.decoder_norm(y), tuple(new_caches)
 
@@ -318,13 +402,17 @@ class T5(nnx.Module):
         *,
         encoder_segment_ids: Array | None = None,
         rng: Array | None = None,
+        modules: Sequence[LayerModules] | None = None,
     ) -> Array:
-        """``[b, l]`` token ids (0 = padding) -> encoded ``[b, l, d_model]``."""
+        """``[b, l]`` token ids (0 = padding) -> encoded ``[b, l, d_model]`` (after
+        ``encoder_norm`` and its dropout). ``modules``: per encoder layer (HINT), or None."""
         valid = encoder_input_tokens > 0
         mask = make_attention_mask(valid, valid)
         if encoder_segment_ids is not None:
             mask &= _segment_mask(encoder_segment_ids, encoder_segment_ids)
-        return self.encoder(self.token_embedder(encoder_input_tokens), mask, rng=rng)
+        return self.encoder(
+            self.token_embedder(encoder_input_tokens), mask, rng=rng, modules=modules
+        )
 
     def logits(self, hidden: Array) -> Array:
         """Decoder hidden states -> float32 logits (tied and scaled, or ``logits_dense``)."""
@@ -342,11 +430,16 @@ class T5(nnx.Module):
         encoder_segment_ids: Array | None = None,
         decoder_segment_ids: Array | None = None,
         rng: Array | None = None,
+        modules: Sequence[LayerModules] | None = None,
+        cross_kvs: Sequence[KVCache] | None = None,
     ) -> Array:
         """Teacher-forced decoder over all positions -> logits ``[b, l_dec, vocab]``.
 
         Without ``decoder_target_tokens`` every decoder position counts as real: that changes
         only the logits at padded target positions, which the loss ignores.
+        ``encoder_input_tokens`` only gives the cross-attention mask (nonzero = attended).
+        ``modules`` (per decoder layer) and ``cross_kvs`` (per decoder layer, projected encoder
+        keys/values used instead of ``encoded``) are HINT's hooks; None = plain T5.
         """
         length = decoder_input_tokens.shape[-1]
         causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
@@ -361,7 +454,8 @@ class T5(nnx.Module):
             if encoder_segment_ids is not None:
                 cross_mask &= _segment_mask(decoder_segment_ids, encoder_segment_ids)
         hidden = self.decoder(
-            self.token_embedder(decoder_input_tokens), encoded, self_mask, cross_mask, rng=rng
+            self.token_embedder(decoder_input_tokens), encoded, self_mask, cross_mask, rng=rng,
+            modules=modules, cross_kvs=cross_kvs,
         )
         return self.logits(hidden)
 
@@ -406,14 +500,21 @@ class T5(nnx.Module):
             self_attn=(empty,) * len(layers),
         )
 
-    def decode_step(self, cache: DecodeCache, tokens: Array) -> tuple[Array, DecodeCache]:
+    def decode_step(
+        self,
+        cache: DecodeCache,
+        tokens: Array,
+        *,
+        modules: Sequence[LayerModules] | None = None,
+    ) -> tuple[Array, DecodeCache]:
         """Feed decoder input ``tokens [b]`` at ``cache.index``; logits ``[b, vocab]`` of the next.
 
         Decoding masks no decoder padding (T5X does the same); the caller stops at EOS.
+        ``modules``: per decoder layer (HINT's adapters and prefixes, prepended every step).
         """
         y = self.token_embedder(tokens[:, None])
         hidden, self_attn = self.decoder.step(
-            y, cache.self_attn, cache.cross, cache.index, cache.encoder_valid
+            y, cache.self_attn, cache.cross, cache.index, cache.encoder_valid, modules=modules
         )
         new_cache = dataclasses.replace(cache, index=cache.index + 1, self_attn=self_attn)
         return self.logits(hidden)[:, 0], new_cache
@@ -596,6 +697,7 @@ __all__ = [
     "DecoderLayer",
     "Encoder",
     "EncoderLayer",
+    "LayerModules",
     "greedy_decode",
     "shift_right",
     "split_model",
